@@ -1,0 +1,75 @@
+"""`airoad <command> ...`: each command's module is imported only when it runs.
+
+    airoad train --config configs/slm/qwen05b_lora_fast_plain.yaml
+    airoad env
+
+`airoad --help` imports no torch. User mistakes exit 2 with one line per problem, no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+# name -> (module with main(argv) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("airoad.sft.run", "fine-tune a chat model with LoRA/DoRA (+KL) from a YAML config"),
+    "env": ("airoad.env_cmd", "print library versions, devices and the device/dtype a run would use"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: airoad <command> [options]   (airoad <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'the user gave us something wrong' (printed as one line each)."""
+    from airoad.config import ConfigError
+    from airoad.sft.data import DataError
+
+    types: list[type[BaseException]] = [ConfigError, DataError]
+    for mod, name in (("airoad.sft.run", "RunError"), ("airoad.devices", "DeviceError")):
+        if mod in sys.modules:
+            types.append(getattr(sys.modules[mod], name))
+    return tuple(types)
+
+
+def run_guarded(fn: Callable[[], int]) -> int:
+    """Run a command body; user errors -> `error: ...` lines on stderr and exit 2."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
+        if not isinstance(e, user_error_types()):
+            raise
+        problems = getattr(e, "problems", None) or [str(e)]
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        from airoad.config import closest
+
+        hint = closest(name, list(COMMANDS))
+        fix = f"did you mean `airoad {hint}`?" if hint else "see `airoad --help`"
+        print(f"error: unknown command {name!r}; {fix}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

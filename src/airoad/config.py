@@ -1,0 +1,247 @@
+"""Typed config schemas: defaults < YAML < command-line flags, every problem reported at once.
+
+A command declares its options once, as a dataclass whose fields carry ``help`` (and optionally
+``choices``, ``min``/``max`` bounds, ``gt`` for strict lower bounds) in their metadata::
+
+    @dataclass
+    class MyConfig:
+        lr: float = opt(2e-4, "Peak learning rate.", gt=0)
+
+``load_config(MyConfig, argv)`` reads ``--config FILE`` (YAML), then ``--<field> VALUE`` flags,
+coerces every value through the field's type (PyYAML reads ``1e-5`` as a string; we make it a
+float), checks bounds and choices, and raises :class:`ConfigError` listing *all* problems, each as
+one line naming the file:line or flag, the bad value and the fix. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+MAX_PROBLEMS = 20
+
+
+class ConfigError(Exception):
+    """A user mistake in a config file or flags. ``problems`` holds one line per mistake."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:
+            self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
+        super().__init__("\n".join(self.problems))
+
+
+def opt(default: Any, help: str, **checks: Any) -> Any:
+    """Declare a config option: its default, its help text, and optional checks.
+
+    checks: ``choices`` (sequence), ``min``/``max`` (inclusive), ``gt`` (exclusive lower bound).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, **checks})
+
+
+def closest(name: str, valid: list[str]) -> str | None:
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """Return (scalar type, optional?) for annotations like ``int``, ``str | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """Coerce ``value`` (from YAML or a flag string) to the annotation ``tp``; ValueError if impossible."""
+    base, optional = _base_type(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "~")):
+        if optional:
+            return None
+        raise ValueError(f"must be a {base.__name__}, not empty")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError("must be true or false")
+    if base is int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer, not a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ValueError("must be an integer")
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ValueError("must be a number (e.g. 2e-4)")
+    if base is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError("must be a string")
+        return str(value)
+    raise TypeError(f"unsupported option type {tp!r}")
+
+
+def _check(field: dataclasses.Field, value: Any) -> str | None:
+    """Return a problem description for a coerced value, or None if it is acceptable."""
+    if value is None:
+        return None
+    meta = field.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        return f"must be one of {', '.join(map(str, meta['choices']))}"
+    if "gt" in meta and not value > meta["gt"]:
+        return f"must be > {meta['gt']}"
+    if "min" in meta and value < meta["min"]:
+        return f"must be >= {meta['min']}"
+    if "max" in meta and value > meta["max"]:
+        return f"must be <= {meta['max']}"
+    return None
+
+
+def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Safe-load a YAML mapping and the 1-based line of each top-level key."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax"]) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict) or node is None or not hasattr(node, "value"):
+        raise ConfigError([f"{path}:1: the config must be a mapping of `key: value` lines"])
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    return data, lines
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as ConfigError (one line, no usage dump) instead of exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError([f"{message}; see `{self.prog} --help`"])
+
+
+def field_types(schema: type) -> dict[str, Any]:
+    """Resolved annotations (schemas use `from __future__ import annotations`, so Field.type is a string)."""
+    return typing.get_type_hints(schema)
+
+
+def _build_parser(schema: type, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE", help="YAML config; flags override its values.")
+    types_ = field_types(schema)
+    for f in dataclasses.fields(schema):
+        base, _ = _base_type(types_[f.name])
+        default = f.default
+        meta = f.metadata
+        extra = f" One of: {', '.join(map(str, meta['choices']))}." if "choices" in meta else ""
+        parser.add_argument(
+            f"--{f.name}",
+            metavar=base.__name__.upper(),
+            default=argparse.SUPPRESS,
+            help=f"{meta.get('help', '')}{extra} (default: {default})",
+        )
+    return parser
+
+
+def load_config(
+    schema: type[T],
+    argv: list[str],
+    prog: str = "airoad",
+    description: str = "",
+) -> tuple[T, dict[str, str]]:
+    """Parse ``argv`` into an instance of ``schema``.
+
+    Returns (config, sources) where ``sources[field]`` says where a value came from
+    ("default", "FILE:LINE" or "--flag"). Raises ConfigError listing every problem.
+    """
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    types_ = field_types(schema)
+    parser = _build_parser(schema, prog, description)
+    problems: list[str] = []
+    known, unknown = parser.parse_known_args(argv)
+    for tok in unknown:
+        if tok.startswith("--"):
+            name = tok[2:].split("=", 1)[0]
+            hint = closest(name.replace("-", "_"), list(fields))
+            fix = f"; did you mean --{hint}?" if hint else f"; see `{prog} --help`"
+            problems.append(f"unknown flag --{name}{fix}")
+        else:
+            problems.append(f"unexpected argument {tok!r}; options are given as --<name> VALUE")
+
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {name: "default" for name in fields}
+    if known.config:
+        path = Path(known.config)
+        if not path.is_file():
+            raise ConfigError([f"--config {path}: no such file; check the path"])
+        data, lines = _yaml_with_lines(path)
+        for key, value in data.items():
+            where = f"{path}:{lines.get(key, 1)}"
+            if key not in fields:
+                hint = closest(str(key), list(fields))
+                fix = f"did you mean `{hint}`?" if hint else "remove it"
+                problems.append(f"{where}: unknown key `{key}`; {fix}")
+                continue
+            raw[key], sources[key] = value, where
+    for key, value in vars(known).items():
+        if key != "config":
+            raw[key], sources[key] = value, f"--{key}"
+
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        field = fields[key]
+        where = sources[key]
+        label = f"--{key}" if where.startswith("--") else f"{where}: `{key}`"
+        try:
+            coerced = coerce(value, types_[key])
+        except ValueError as e:
+            problems.append(f"{label} = {value!r} {e}")
+            continue
+        bad = _check(field, coerced)
+        if bad:
+            problems.append(f"{label} = {coerced!r} {bad}")
+            continue
+        values[key] = coerced
+    if problems:
+        raise ConfigError(problems)
+    cfg = schema(**values)
+    post = getattr(cfg, "validate", None)
+    if post is not None:
+        cross = post()
+        if cross:
+            raise ConfigError(cross)
+    return cfg, sources
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,75 @@
+"""Device and dtype choice: CUDA > MPS > CPU; bf16 where the hardware runs it fast, else fp32.
+
+CPUs without bf16 units (e.g. AVX2-only) run bf16 matmuls hundreds of times slower than fp32
+(../shared/DESIGN.md), so CPU defaults to fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class DeviceError(ValueError):
+    """The requested device/dtype cannot work here; the message says what to use instead."""
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU reports native bf16 (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(requested: str = "auto") -> str:
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if requested == "cuda" and not cuda:
+        raise DeviceError("device: cuda requested but no CUDA GPU is visible; use --device cpu or auto")
+    if requested == "mps" and not mps:
+        raise DeviceError("device: mps requested but MPS is not available; use --device cpu or auto")
+    return requested
+
+
+def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
+    if requested == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device == "cpu" and cpu_has_bf16():
+            return torch.bfloat16
+        return torch.float32
+    dtype = getattr(torch, requested)
+    if device == "cpu" and dtype == torch.float16:
+        raise DeviceError("dtype: float16 training is not supported on CPU; use --dtype float32 (or auto)")
+    if device == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise DeviceError("dtype: this GPU has no bfloat16 support; use --dtype float16 or float32")
+    return dtype
+
+
+def describe() -> dict[str, object]:
+    """What `airoad env` prints: versions, devices, and the device/dtype a run would use."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("airoad", "torch", "transformers", "peft", "trl", "datasets", "accelerate"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    device = pick_device("auto")
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return {
+        "versions": versions,
+        "devices": devices,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_has_bf16(),
+        "run_device": device,
+        "run_dtype": str(pick_dtype(device, "auto")).replace("torch.", ""),
+    }

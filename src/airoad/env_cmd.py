@@ -1,0 +1,26 @@
+"""`airoad env`: library versions, devices found, and the device/dtype a run would use.
+
+airoad env [--json]
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def main(argv: list[str]) -> int:
+    from airoad.devices import describe
+
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    info = describe()
+    if "--json" in argv:
+        print(json.dumps(info, indent=2))
+        return 0
+    for pkg, ver in info["versions"].items():
+        print(f"{pkg:>13}  {ver}")
+    print(f"{'devices':>13}  {', '.join(info['devices'])}")
+    print(f"{'cpu threads':>13}  {info['cpu_threads']} (bf16 units: {'yes' if info['cpu_bf16'] else 'no'})")
+    print(f"{'a run uses':>13}  {info['run_device']} / {info['run_dtype']}")
+    return 0

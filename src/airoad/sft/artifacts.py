@@ -1,0 +1,118 @@
+"""What a finished (or stopped) run leaves in its output directory, each file written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from airoad.io import move_dir_contents, write_bytes, write_json, write_text
+from airoad.sft.callbacks import LossLogger, RunState
+from airoad.sft.data import LoadStats, file_sha256
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("airoad", "torch", "transformers", "peft", "trl", "accelerate", "datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def time_metrics(
+    state: RunState, steps: int, train_tokens: int, trained_tokens: int, t_end_train: float
+) -> dict:
+    train_s = max(t_end_train - state.t_train, 1e-9)
+    now = time.time()
+    return {
+        "setup_s": round(state.t_train - state.t_start, 3),
+        "train_s": round(train_s, 3),
+        "save_s": round(now - t_end_train, 3),
+        "total_s": round(now - state.t_start, 3),
+        "steps": steps,
+        "steps_per_s": round(steps / train_s, 5),
+        "s_per_step": round(train_s / steps, 4) if steps else None,
+        "train_tokens": train_tokens,
+        "tokens_per_s": round(train_tokens / train_s, 3),
+        "trained_tokens": trained_tokens,
+        "stop_reason": state.stop_reason,
+    }
+
+
+def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
+    """loss_curve.png: total loss, CE, KL (if any) and dev loss against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = [r["step"] for r in rows]
+    for key, style in (("loss", "-"), ("ce", "--")):
+        ax.plot(steps, [r[key] for r in rows], style, label=key)
+    if any(r.get("kl") is not None for r in rows):
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r.get("kl") or 0.0 for r in rows], ":", color="tab:red", label="kl")
+        ax2.set_ylabel("kl")
+        ax2.legend(loc="upper center")
+    ev = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
+    if ev:
+        ax.plot([s for s, _ in ev], [v for _, v in ev], "o-", label="eval_loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    write_bytes(path, tmp.read_bytes())
+    tmp.unlink()
+
+
+def save_run(
+    cfg, out: Path, trainer, tokenizer, state: RunState, stats: LoadStats, device, dtype, t_end_train, totals
+) -> None:
+    """Adapter + tokenizer (saved to a temp dir, then renamed in), config, info, logs, metrics, plot.
+
+    totals: (non-pad tokens processed, trained tokens), whole job.
+    """
+    import yaml
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        move_dir_contents(tmp, out)
+    write_text(out / "run_config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    data = {
+        "path": cfg.dataset_path,
+        "sha256": file_sha256(cfg.dataset_path),
+        "stats": dataclasses.asdict(stats),
+    }
+    if cfg.dev_path:
+        data["dev_path"], data["dev_sha256"] = cfg.dev_path, file_sha256(cfg.dev_path)
+    write_json(
+        out / "run_info.json",
+        {
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "seed": cfg.seed,
+            "versions": library_versions(),
+            "device": device,
+            "dtype": str(dtype).replace("torch.", ""),
+            "data": data,
+            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        },
+    )
+    LossLogger(state, out, 1).flush()
+    write_json(
+        out / "time_metrics.json", time_metrics(state, trainer.state.global_step, *totals, t_end_train)
+    )
+    plot_losses(state.rows, out / "loss_curve.png")

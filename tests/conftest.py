@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny random Qwen2 model with the real Qwen2.5 tokenizer (from ../shared).
+
+Tests that need the tokenizer fixture skip cleanly when ../shared is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TOKENIZER_DIR = SHARED / "fixtures" / "qwen2.5-tokenizer"
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    if not TOKENIZER_DIR.is_dir():
+        pytest.skip("../shared/fixtures/qwen2.5-tokenizer not present")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+def build_tiny_qwen(out: Path, tokenizer, seed: int = 0, tie: bool = True) -> Path:
+    """A 2-layer, hidden-32 Qwen2 with the real vocabulary, saved with the tokenizer to ``out``."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=tie,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, qwen_tokenizer) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"), qwen_tokenizer)
+
+
+CHAT_ROWS = [
+    {
+        "messages": [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "2 + 2 = 4."},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a prime."},
+            {"role": "assistant", "content": "7 is prime."},
+            {"role": "user", "content": "Another?"},
+            {"role": "assistant", "content": "11 is prime too."},
+        ]
+    },
+    {"instruction": "Reverse the word.", "input": "stressed", "output": "desserts"},
+    {
+        "messages": [
+            {"role": "user", "content": "Say hi."},
+            {"role": "assistant", "content": "Hi! Nice to meet you."},
+        ]
+    },
+]
+
+
+@pytest.fixture()
+def chat_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS * 3)
