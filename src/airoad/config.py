@@ -189,14 +189,19 @@ def load_config(
     parser = _build_parser(schema, prog, description)
     problems: list[str] = []
     known, unknown = parser.parse_known_args(argv)
-    for tok in unknown:
+    i = 0
+    while i < len(unknown):
+        tok = unknown[i]
         if tok.startswith("--"):
             name = tok[2:].split("=", 1)[0]
             hint = closest(name.replace("-", "_"), list(fields))
             fix = f"; did you mean --{hint}?" if hint else f"; see `{prog} --help`"
             problems.append(f"unknown flag --{name}{fix}")
+            if "=" not in tok and i + 1 < len(unknown) and not unknown[i + 1].startswith("--"):
+                i += 1  # its value
         else:
             problems.append(f"unexpected argument {tok!r}; options are given as --<name> VALUE")
+        i += 1
 
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {name: "default" for name in fields}

@@ -68,10 +68,10 @@ def load_tokenizer(name: str, trust_remote_code: bool) -> Any:
     return tok
 
 
-def build_examples(cfg: TrainConfig, tokenizer: Any) -> tuple[list[Example], list[Example], LoadStats]:
-    """Validate (all problems at once, DataError) and tokenize the train and dev sets."""
+def read_data(cfg: TrainConfig) -> tuple[list, list, LoadStats, LoadStats | None]:
+    """Validate the train and dev files (every problem of both at once, DataError). No tokenizer needed."""
     problems: list[str] = []
-    convs = dev_convs = None
+    convs, stats, dev_convs, dev_stats = [], LoadStats(), [], None
     try:
         convs, stats = load_conversations(cfg.dataset_path, cfg.system_prompt, cfg.ablate_examples, cfg.seed)
     except DataError as e:
@@ -83,15 +83,23 @@ def build_examples(cfg: TrainConfig, tokenizer: Any) -> tuple[list[Example], lis
             problems += e.problems
     if problems:
         raise DataError(problems)
+    return convs, dev_convs, stats, dev_stats
+
+
+def build_examples(
+    cfg: TrainConfig, tokenizer: Any, data: tuple
+) -> tuple[list[Example], list[Example], LoadStats]:
+    """Tokenize validated conversations; counts truncated/dropped into the stats."""
+    convs, dev_convs, stats, dev_stats = data
     train = tokenize_all(tokenizer, convs, cfg.max_seq_len, stats)
-    dev = tokenize_all(tokenizer, dev_convs, cfg.max_seq_len, dev_stats) if dev_convs else []
     if not train:
         raise DataError(
             [
                 f"{cfg.dataset_path}: no example keeps a trained token at max_seq_len={cfg.max_seq_len}; raise it"
             ]
         )
-    if dev_convs:
+    dev = tokenize_all(tokenizer, dev_convs, cfg.max_seq_len, dev_stats) if dev_convs else []
+    if dev_stats is not None:
         stats.extra["dev"] = dataclasses.asdict(dev_stats)
     return train, dev, stats
 
@@ -141,24 +149,25 @@ def training_args(cfg: TrainConfig, device: str, dtype: Any, has_dev: bool) -> A
     )
 
 
-def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> Path:
-    """Run one training job; returns the output directory. Raises RunError/DataError/DeviceError
-    (user mistakes, one line each) before any weights load."""
+def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tuple[Path, Any]:
+    """Run one training job; returns (output directory, the finished trainer). Raises
+    RunError/DataError/DeviceError (user mistakes, one line each) before any weights load."""
     t_start = t_start or time.time()
     from airoad.devices import pick_device, pick_dtype
 
     out = check_output_dir(cfg)
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
+    data = read_data(cfg)  # user data errors surface before anything is loaded
     tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
-    train_ex, dev_ex, stats = build_examples(cfg, tokenizer)
+    train_ex, dev_ex, stats = build_examples(cfg, tokenizer, data)
     printer(stats.line())
     if stats.extra.get("dev"):
         printer(f"dev:  {stats.extra['dev']['kept']} examples")
     return _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer)
 
 
-def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer) -> Path:
+def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer) -> tuple[Path, Any]:
     from transformers import PrinterCallback, set_seed
 
     from airoad.sft import callbacks as cb
@@ -211,7 +220,8 @@ def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, p
     if trainer.is_world_process_zero():
         save_run(cfg, out, trainer, tokenizer, state, stats, device, dtype, t_end_train, totals)
         printer(f"done: {state.stop_reason} after {trainer.state.global_step} steps; wrote {out}")
-    return out
+    trainer.run_state = state
+    return out, trainer
 
 
 def main(argv: list[str] | None = None) -> int:
