@@ -167,6 +167,16 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     return _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer)
 
 
+def _quiet_libraries() -> None:
+    """Our live line is the progress report: silence weight-loading bars and known-harmless deprecations."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer) -> tuple[Path, Any]:
     from transformers import PrinterCallback, set_seed
 
@@ -175,6 +185,7 @@ def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, p
     from airoad.sft.lora import trainable_summary, wrap_with_adapters
     from airoad.sft.trainer import AiroadTrainer, Collator, ExampleDataset
 
+    _quiet_libraries()
     set_seed(cfg.seed)
     model = wrap_with_adapters(load_model(cfg, dtype), cfg)
     if cfg.gradient_checkpointing:

@@ -59,7 +59,9 @@ class TrainConfig:
     # --- KL regularisation towards the base model
     kl_lambda: float = opt(0.0, "Weight of KL(base || tuned) on trained tokens (0 disables).", min=0)
     kl_tau: float = opt(1.0, "Temperature of both distributions in the KL term.", gt=0)
-    loss_chunk_size: int = opt(1024, "Trained positions per output-head chunk (bounds logits memory).", min=1)
+    loss_chunk_size: int = opt(
+        256, "Trained positions per output-head chunk: bounds logits memory to chunk x vocab floats.", min=1
+    )
     # --- early stopping and evaluation
     patience: int = opt(
         0, "Plateau stop: steps without a min_delta gain in smoothed loss (0 disables).", min=0
