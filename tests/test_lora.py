@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
+from airoad.errors import UserError
 from airoad.sft.lora import target_modules
 
 
@@ -43,6 +44,6 @@ def test_qwen_modes():
 def test_gpt2_auto_detects_its_projections_and_attn_mode_explains():
     m = tiny_gpt2()
     assert target_modules(m, "auto") == ["c_attn", "c_proj", "c_fc"]
-    with pytest.raises(ValueError, match="use lora_target_mode: auto"):
+    with pytest.raises(UserError, match="use lora_target_mode: auto"):
         target_modules(m, "attn")
     assert "lm_head" not in target_modules(m, "auto")

@@ -12,10 +12,19 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from airoad.errors import UserError
+
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("airoad.sft.run", "fine-tune a chat model with LoRA/DoRA (+KL) from a YAML config"),
     "env": ("airoad.env_cmd", "print library versions, devices and the device/dtype a run would use"),
+    "data": ("airoad.data_tools.cli", "data tools: stats, markdown-slice, neg-guard, mix"),
+    "merge": ("airoad.infer.merge", "merge an adapter into its base: a plain HF checkpoint"),
+    "compare": ("airoad.infer.compare", "side-by-side answers of base and tuned model"),
+    "eval": (
+        "airoad.infer.style_eval",
+        "style scores (lists, headings, banned tokens, drift) of base vs tuned",
+    ),
 }
 
 
@@ -26,18 +35,6 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types that mean 'the user gave us something wrong' (printed as one line each)."""
-    from airoad.config import ConfigError
-    from airoad.sft.data import DataError
-
-    types: list[type[BaseException]] = [ConfigError, DataError]
-    for mod, name in (("airoad.sft.run", "RunError"), ("airoad.devices", "DeviceError")):
-        if mod in sys.modules:
-            types.append(getattr(sys.modules[mod], name))
-    return tuple(types)
-
-
 def run_guarded(fn: Callable[[], int]) -> int:
     """Run a command body; user errors -> `error: ...` lines on stderr and exit 2."""
     try:
@@ -45,11 +42,8 @@ def run_guarded(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
-        if not isinstance(e, user_error_types()):
-            raise
-        problems = getattr(e, "problems", None) or [str(e)]
-        for line in problems:
+    except UserError as e:
+        for line in e.problems:
             print(f"error: {line}", file=sys.stderr)
         return 2
 

@@ -23,18 +23,13 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from airoad.errors import UserError
+
 T = TypeVar("T")
-MAX_PROBLEMS = 20
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A user mistake in a config file or flags. ``problems`` holds one line per mistake."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems[:MAX_PROBLEMS]
-        if len(problems) > MAX_PROBLEMS:
-            self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
-        super().__init__("\n".join(self.problems))
 
 
 def opt(default: Any, help: str, **checks: Any) -> Any:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from airoad.errors import UserError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserError):
     """The requested device/dtype cannot work here; the message says what to use instead."""
 
 

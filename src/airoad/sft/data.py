@@ -18,19 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airoad.errors import UserError
+
 ROLES = ("system", "user", "assistant")
 IGNORE = -100
-MAX_PROBLEMS = 20
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad input data; ``problems`` holds one `file:line: what; fix` line each."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems[:MAX_PROBLEMS]
-        if len(problems) > MAX_PROBLEMS:
-            self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass

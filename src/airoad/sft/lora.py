@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+from airoad.errors import UserError
+
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 # Projection names of common architectures that do not use the Llama/Qwen naming.
@@ -30,13 +32,13 @@ def linear_leaf_names(model: nn.Module) -> set[str]:
 
 
 def target_modules(model: nn.Module, mode: str) -> list[str]:
-    """Module names for PEFT's ``target_modules``; ValueError naming what the model has if none fit."""
+    """Module names for PEFT's ``target_modules``; UserError naming what the model has if none fit."""
     found = linear_leaf_names(model)
     if mode in ("attn", "attn_mlp"):
         wanted = ATTN + (MLP if mode == "attn_mlp" else ())
         hits = [n for n in wanted if n in found]
         if not any(n in found for n in ATTN):
-            raise ValueError(
+            raise UserError(
                 f"lora_target_mode {mode!r} looks for {', '.join(wanted)} but this model's linear layers are "
                 f"{', '.join(sorted(found))}; use lora_target_mode: auto"
             )

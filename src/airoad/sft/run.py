@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airoad.errors import UserError
 from airoad.sft.data import DataError, Example, LoadStats, load_conversations, tokenize_all
 from airoad.sft.schema import TrainConfig
 
@@ -33,7 +34,7 @@ RUN_FILES = (
 )
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A user-fixable problem found while setting up a run (one line)."""
 
 

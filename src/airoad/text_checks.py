@@ -1,0 +1,102 @@
+"""Text detectors shared by the data tools and the style evaluator (no torch, no model).
+
+- :func:`has_list`, :func:`has_heading`: Markdown structure in an answer.
+- :func:`is_code`: an answer that is (mostly) code, which structure rewrites must leave alone.
+- :data:`DEFAULT_BANNED`, :func:`banned_hits`, :func:`load_banned`: chat-format artifacts a small
+  tuned model leaks (literal role tags, template tokens, "As an AI language model").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from airoad.errors import UserError
+
+# A Markdown list item: "- x", "* x", "+ x" or "1. x" / "1) x" at the start of a line.
+_LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[-*+]|\d{1,3}[.)])[ \t]+\S", re.M)
+# An ATX heading "# Title" .. "###### Title", or a bold line used as a heading ("**Steps:**").
+_HEADING = re.compile(r"^[ \t]{0,3}(?:#{1,6}[ \t]+\S|\*\*[^*\n]{1,80}\*\*:?[ \t]*$)", re.M)
+_FENCE = re.compile(r"```")
+
+DEFAULT_BANNED: tuple[str, ...] = (
+    "Human:",
+    "Assistant:",
+    "User:",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "### Instruction:",
+    "### Response:",
+    "### Input:",
+    "[INST]",
+    "[/INST]",
+    "<s>",
+    "</s>",
+    "As an AI language model",
+    "as an AI language model",
+)
+
+
+def _outside_code(text: str) -> str:
+    """The text with fenced code blocks removed (a '# comment' in code is not a heading)."""
+    parts = _FENCE.split(text)
+    return "".join(parts[0::2])
+
+
+def has_list(text: str) -> bool:
+    """True when the text (outside code fences) has at least two Markdown list items."""
+    return len(_LIST_ITEM.findall(_outside_code(text))) >= 2
+
+
+def has_heading(text: str) -> bool:
+    """True when the text (outside code fences) has a Markdown heading line."""
+    return bool(_HEADING.search(_outside_code(text)))
+
+
+def is_code(text: str) -> bool:
+    """True when the answer contains a fenced code block or most of its lines look like code."""
+    if _FENCE.search(text):
+        return True
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return False
+    codeish = sum(
+        bool(re.search(r"[;{}]\s*$|^\s{4,}\S|^\s*(def|class|import|return|for|if)\b.*[:(]", ln))
+        for ln in lines
+    )
+    return codeish / len(lines) > 0.5
+
+
+def banned_hits(text: str, banned: tuple[str, ...] | list[str] = DEFAULT_BANNED) -> list[str]:
+    """Banned strings found in ``text`` (each listed once, in ``banned`` order).
+
+    Role tags such as "Human:" count only at a line start, where a leaked turn begins, so
+    "the Human: Fall of Rome" mid-sentence does not count; template tokens count anywhere.
+    """
+    hits = []
+    for b in banned:
+        if re.fullmatch(r"[A-Za-z]+:", b):
+            found = re.search(rf"(?m)^\s*{re.escape(b)}", text)
+        else:
+            found = b in text
+        if found:
+            hits.append(b)
+    return hits
+
+
+def load_banned(path: str | Path | None) -> tuple[str, ...]:
+    """The banned list: DEFAULT_BANNED, or one string per non-empty line of ``path`` ('#' lines are comments)."""
+    if path is None:
+        return DEFAULT_BANNED
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--banned {p}: no such file; give a text file with one banned string per line")
+    items = [ln.rstrip("\n") for ln in p.read_text(encoding="utf-8-sig").splitlines()]
+    items = [ln for ln in items if ln.strip() and not ln.lstrip().startswith("#")]
+    if not items:
+        raise UserError(f"--banned {p}: no entries; write one banned string per line")
+    return tuple(items)
