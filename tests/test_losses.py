@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from airoad.sft.losses import head_losses, head_losses_reference, teacher_from_hidden
+from airoad.sft.losses import DenseTeacher, TopKTeacher, head_losses, head_losses_reference
 
 
 def setup(n=37, h=16, v=101, seed=0, bias=False):
@@ -27,7 +27,7 @@ def setup(n=37, h=16, v=101, seed=0, bias=False):
 @pytest.mark.parametrize("bias", [False, True])
 def test_chunked_equals_reference_values_and_grads(chunk, tau, bias):
     head, hidden, th, tgt = setup(bias=bias)
-    teacher = teacher_from_hidden(th, head, tau)
+    teacher = DenseTeacher(th, head, tau)
     ce, kl = head_losses(hidden, head, tgt, teacher, tau, chunk)
     (0.7 * ce + 0.3 * kl).backward()
     g_fused = hidden.grad.clone()
@@ -52,7 +52,7 @@ def test_ce_matches_torch_cross_entropy_and_grad_only_ce():
 
 def test_kl_of_identical_distributions_is_zero_with_zero_grad():
     head, hidden, _, tgt = setup()
-    teacher = teacher_from_hidden(hidden.detach(), head, 1.5)
+    teacher = DenseTeacher(hidden.detach(), head, 1.5)
     _, kl = head_losses(hidden, head, tgt, teacher, 1.5, 7)
     assert abs(float(kl)) < 1e-5
     kl.backward()
@@ -61,7 +61,7 @@ def test_kl_of_identical_distributions_is_zero_with_zero_grad():
 
 def test_kl_positive_for_different_distributions():
     head, hidden, th, tgt = setup()
-    _, kl = head_losses(hidden, head, tgt, teacher_from_hidden(th, head, 1.0), 1.0, 4)
+    _, kl = head_losses(hidden, head, tgt, DenseTeacher(th, head, 1.0), 1.0, 4)
     assert float(kl) > 0.1
 
 
@@ -78,3 +78,37 @@ def test_empty_selection_is_zero_and_differentiable():
     ce, kl = head_losses(hidden, head, torch.zeros(0, dtype=torch.long))
     ce.backward()
     assert float(ce) == 0.0 and float(kl) == 0.0
+
+
+def topk_from(head, th, tau, k):
+    logp = torch.log_softmax(head(th).float() / tau, dim=-1)
+    vals, idx = logp.topk(k, dim=-1)
+    return TopKTeacher(idx, vals), DenseTeacher(th, head, tau)
+
+
+@pytest.mark.parametrize("chunk", [3, 64])
+def test_topk_teacher_fused_equals_reference(chunk):
+    head, hidden, th, tgt = setup()
+    topk, _ = topk_from(head, th, 1.3, 10)
+    ce, kl = head_losses(hidden, head, tgt, topk, 1.3, chunk)
+    (ce + 2.0 * kl).backward()
+    g = hidden.grad.clone()
+    hidden.grad = None
+    ce_r, kl_r = head_losses_reference(hidden, head, tgt, topk, 1.3)
+    (ce_r + 2.0 * kl_r).backward()
+    torch.testing.assert_close(kl, kl_r.float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g, hidden.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_topk_kl_is_a_lower_bound_that_reaches_exact_at_full_vocab():
+    head, hidden, th, tgt = setup()
+    with torch.no_grad():
+        exact = head_losses_reference(hidden, head, tgt, DenseTeacher(th, head, 1.0), 1.0)[1]
+        errors = []
+        for k in (1, 5, 20, 60, 101):
+            topk, _ = topk_from(head, th, 1.0, k)
+            approx = head_losses_reference(hidden, head, tgt, topk, 1.0)[1]
+            assert approx <= exact + 1e-6
+            errors.append(float(exact - approx))
+    assert errors == sorted(errors, reverse=True)  # more buckets, closer to exact
+    assert errors[-1] < 1e-4  # k = V: exact

@@ -11,11 +11,16 @@ A command declares its options once, as a dataclass whose fields carry ``help`` 
 coerces every value through the field's type (PyYAML reads ``1e-5`` as a string; we make it a
 float), checks bounds and choices, and raises :class:`ConfigError` listing *all* problems, each as
 one line naming the file:line or flag, the bad value and the fix. Nothing here imports torch.
+
+Two field shapes get special flags: a ``bool`` field also works as a bare flag (``--shuffle`` means
+``--shuffle true``), and a ``list[str]`` (or list of another scalar) field takes one or more values
+(``--inputs a.jsonl:3 b.jsonl:1``; in YAML a list, or one scalar meaning a one-item list).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import types
@@ -35,9 +40,21 @@ class ConfigError(UserError):
 def opt(default: Any, help: str, **checks: Any) -> Any:
     """Declare a config option: its default, its help text, and optional checks.
 
-    checks: ``choices`` (sequence), ``min``/``max`` (inclusive), ``gt`` (exclusive lower bound).
+    checks: ``choices`` (sequence), ``min``/``max`` (inclusive), ``gt`` (exclusive lower bound); on a
+    list field they apply to every item. ``metavar`` names the value in --help. A mutable default
+    (a list) is copied for each instance.
     """
-    return dataclasses.field(default=default, metadata={"help": help, **checks})
+    metadata = {"help": help, **checks}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value, whether declared as ``default`` or ``default_factory``."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def closest(name: str, valid: list[str]) -> str | None:
@@ -54,10 +71,32 @@ def _base_type(tp: Any) -> tuple[type, bool]:
     return tp, False
 
 
+def list_item_type(tp: Any) -> Any | None:
+    """The item type of a ``list[X]`` annotation (``list[X] | None`` too), or None for scalars."""
+    base, _ = _base_type(tp)
+    if typing.get_origin(base) is list:
+        args = typing.get_args(base)
+        return args[0] if args else str
+    return None
+
+
 def coerce(value: Any, tp: Any) -> Any:
-    """Coerce ``value`` (from YAML or a flag string) to the annotation ``tp``; ValueError if impossible."""
+    """Coerce ``value`` (from YAML or a flag string) to the annotation ``tp``; ValueError if impossible.
+
+    A list annotation takes a list (each item coerced) or a single scalar (a one-item list).
+    """
     base, optional = _base_type(tp)
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "~")):
+    item = list_item_type(tp)
+    if item is not None and value is not None and not (optional and _is_none_word(value)):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        out = []
+        for i, v in enumerate(values, start=1):
+            try:
+                out.append(coerce(v, item))
+            except ValueError as e:
+                raise ValueError(f"item {i} ({v!r}) {e}") from None
+        return out
+    if value is None or (optional and _is_none_word(value)):
         if optional:
             return None
         raise ValueError(f"must be a {base.__name__}, not empty")
@@ -102,9 +141,19 @@ def coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported option type {tp!r}")
 
 
+def _is_none_word(value: Any) -> bool:
+    return isinstance(value, str) and value.lower() in ("none", "null", "~")
+
+
 def _check(field: dataclasses.Field, value: Any) -> str | None:
     """Return a problem description for a coerced value, or None if it is acceptable."""
     if value is None:
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value, start=1):
+            bad = _check(field, v)
+            if bad:
+                return f"item {i} ({v!r}) {bad}"
         return None
     meta = field.metadata
     if "choices" in meta and value not in meta["choices"]:
@@ -156,14 +205,22 @@ def _build_parser(schema: type, prog: str, description: str) -> argparse.Argumen
     types_ = field_types(schema)
     for f in dataclasses.fields(schema):
         base, _ = _base_type(types_[f.name])
-        default = f.default
+        item = list_item_type(types_[f.name])
         meta = f.metadata
         extra = f" One of: {', '.join(map(str, meta['choices']))}." if "choices" in meta else ""
+        shape: dict[str, Any] = {"metavar": base.__name__.upper()}
+        if item is not None:
+            shape = {"metavar": item.__name__.upper(), "nargs": "+"}
+        elif base is bool:
+            # a bare `--flag` means true; `--flag false` still works
+            shape = {"metavar": "BOOL", "nargs": "?", "const": "true"}
+        if "metavar" in meta:
+            shape["metavar"] = meta["metavar"]
         parser.add_argument(
             f"--{f.name}",
-            metavar=base.__name__.upper(),
             default=argparse.SUPPRESS,
-            help=f"{meta.get('help', '')}{extra} (default: {default})",
+            help=f"{meta.get('help', '')}{extra} (default: {default_of(f)})",
+            **shape,
         )
     return parser
 

@@ -13,10 +13,16 @@ from pathlib import Path
 
 from airoad.errors import UserError
 
-# A Markdown list item: "- x", "* x", "+ x" or "1. x" / "1) x" at the start of a line.
-_LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[-*+]|\d{1,3}[.)])[ \t]+\S", re.M)
-# An ATX heading "# Title" .. "###### Title", or a bold line used as a heading ("**Steps:**").
-_HEADING = re.compile(r"^[ \t]{0,3}(?:#{1,6}[ \t]+\S|\*\*[^*\n]{1,80}\*\*:?[ \t]*$)", re.M)
+# A Markdown list item: "- x", "* x", "+ x" or "1. x" / "1) x" at the start of a line; a thematic
+# break such as "* * *" or "- - -" (only marker characters on the line) is not an item.
+_LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[-*+]|\d{1,3}[.)])[ \t]+(?![-*_ \t]*$)\S", re.M)
+# An ATX heading "# Title" .. "###### Title", or a setext heading (a text line underlined with "===").
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+\S|^[ \t]{0,3}[^\s=][^\n]*\n[ \t]{0,3}=+[ \t]*$", re.M)
+# A bold line used as a heading ("**Steps:**"); it counts only when text follows it (a closing
+# "**Answer: 42**" line is emphasis, not a heading).
+_BOLD_LINE = re.compile(r"^[ \t]{0,3}\*\*[^*\n]{1,80}\*\*:?[ \t]*$", re.M)
+# An opening or closing code fence line: 3+ backticks or tildes, indented at most 3 spaces.
+_FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _FENCE = re.compile(r"```")
 
 DEFAULT_BANNED: tuple[str, ...] = (
@@ -42,9 +48,28 @@ DEFAULT_BANNED: tuple[str, ...] = (
 
 
 def _outside_code(text: str) -> str:
-    """The text with fenced code blocks removed (a '# comment' in code is not a heading)."""
-    parts = _FENCE.split(text)
-    return "".join(parts[0::2])
+    """The text with fenced code blocks removed (a '# comment' in code is not a heading).
+
+    A fence opens on a line starting with 3+ backticks or tildes and closes on a line of the same
+    character at least as long (CommonMark), so a ```` fence may contain ``` lines; an unclosed
+    fence runs to the end of the text.
+    """
+    kept, fence = [], None
+    for line in text.splitlines():
+        m = _FENCE_LINE.match(line)
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None:
+            if (
+                m
+                and m.group(1)[0] == fence[0]
+                and len(m.group(1)) >= len(fence)
+                and not line[m.end() :].strip()
+            ):
+                fence = None
+        else:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def has_list(text: str) -> bool:
@@ -53,8 +78,12 @@ def has_list(text: str) -> bool:
 
 
 def has_heading(text: str) -> bool:
-    """True when the text (outside code fences) has a Markdown heading line."""
-    return bool(_HEADING.search(_outside_code(text)))
+    """True when the text (outside code fences) has a Markdown heading: ATX (``## Title``), setext
+    (a line underlined with ``===``) or a bold line (``**Steps:**``) with more text after it."""
+    body = _outside_code(text)
+    if _HEADING.search(body):
+        return True
+    return any(body[m.end() :].strip() for m in _BOLD_LINE.finditer(body))
 
 
 def is_code(text: str) -> bool:

@@ -44,6 +44,7 @@ def time_metrics(
         "tokens_per_s": round(train_tokens / train_s, 3),
         "trained_tokens": trained_tokens,
         "stop_reason": state.stop_reason,
+        "teacher_cache_s": state.teacher_cache["build_s"] if state.teacher_cache else 0.0,
     }
 
 
@@ -109,6 +110,7 @@ def save_run(
             "dtype": str(dtype).replace("torch.", ""),
             "data": data,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            "teacher_cache": state.teacher_cache,
         },
     )
     LossLogger(state, out, 1).flush()

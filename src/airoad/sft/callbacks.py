@@ -25,6 +25,7 @@ class RunState:
     t_train: float = 0.0  # first training step about to run
     max_steps: int = 0
     stop_reason: str = "max_steps"
+    teacher_cache: dict[str, Any] | None = None  # info on the KL teacher cache, when one is used
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def stop(self, control: Any, reason: str) -> None:

@@ -12,13 +12,70 @@ backward. The frozen head needs no weight gradient; a trainable head falls back 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
-# teacher_logprobs(start, end) -> [end - start, V] log-probabilities at temperature tau, no grad.
-TeacherFn = Callable[[int, int], torch.Tensor]
+EPS = 1e-8
+
+
+class DenseTeacher:
+    """Exact teacher: full log-probs at temperature tau from its hidden states [N, H], chunk by chunk."""
+
+    def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear, tau: float):
+        self.hidden, self.head, self.tau = hidden, head, tau
+
+    def logprobs(self, s: int, e: int) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.log_softmax(
+                _chunk_logits(self.hidden[s:e], self.head.weight, self.head.bias) / self.tau, -1
+            )
+
+    def kl(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """Summed KL(teacher || student) for rows s:e; differentiable in s_logp [n, V] (student at tau)."""
+        t_logp = self.logprobs(s, e)
+        return (t_logp.exp() * (t_logp - s_logp)).sum()
+
+    def target(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """The distribution q with dKL/d(logits/tau) = softmax(student/tau) - q, [n, V]."""
+        return self.logprobs(s, e).exp_()
+
+
+class TopKTeacher:
+    """Cached teacher: per position the top-k token ids and log-probs at tau; the rest is one tail bucket.
+
+    KL is taken between the (k+1)-bucket coarsenings of teacher and student (top-k tokens + "any
+    other token"), a lower bound of the exact KL that reaches it as the tail mass goes to 0.
+    idx: [N, k] token ids; logp: [N, k] teacher log-probs at tau.
+    """
+
+    def __init__(self, idx: torch.Tensor, logp: torch.Tensor):
+        self.idx, self.logp = idx.long(), logp.float()
+        self.tail = (1.0 - self.logp.exp().sum(-1)).clamp_min(EPS)  # [N]
+
+    def _parts(self, s_logp: torch.Tensor, s: int, e: int):
+        idx, t_logp, t_tail = self.idx[s:e], self.logp[s:e], self.tail[s:e]
+        s_logp_k = s_logp.gather(1, idx)
+        s_tail = (1.0 - s_logp_k.exp().sum(-1)).clamp_min(EPS)
+        return idx, t_logp, t_tail, s_logp_k, s_tail
+
+    def kl(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        _, t_logp, t_tail, s_logp_k, s_tail = self._parts(s_logp, s, e)
+        top = (t_logp.exp() * (t_logp - s_logp_k)).sum()
+        return top + (t_tail * (t_tail.log() - s_tail.log())).sum()
+
+    def target(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        # Tail mass is spread like the student's own distribution outside the top-k.
+        idx, t_logp, t_tail, _, s_tail = self._parts(s_logp, s, e)
+        q = s_logp.exp() * (t_tail / s_tail)[:, None]
+        return q.scatter_(1, idx, t_logp.exp())
+
+
+Teacher = DenseTeacher | TopKTeacher
+
+
+def teacher_from_hidden(hidden: torch.Tensor, head: torch.nn.Linear, tau: float) -> DenseTeacher:
+    """Exact teacher from its hidden states at the selected positions [N, H]."""
+    return DenseTeacher(hidden, head, tau)
 
 
 def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -29,13 +86,13 @@ class _FusedHeadLosses(torch.autograd.Function):
     """(ce_sum, kl_sum) over N positions; gradients computed chunk by chunk in forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, teacher_fn, tau, chunk):  # noqa: D401
+    def forward(ctx, hidden, weight, bias, targets, teacher, tau, chunk):  # noqa: D401
         n = hidden.shape[0]
         want_grad = ctx.needs_input_grad[0]
         ce_sum = hidden.new_zeros((), dtype=torch.float32)
         kl_sum = hidden.new_zeros((), dtype=torch.float32)
         g_ce = torch.empty_like(hidden) if want_grad else None
-        g_kl = torch.empty_like(hidden) if (want_grad and teacher_fn is not None) else None
+        g_kl = torch.empty_like(hidden) if (want_grad and teacher is not None) else None
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
             logits = _chunk_logits(hidden[s:e], weight, bias)
@@ -48,16 +105,14 @@ class _FusedHeadLosses(torch.autograd.Function):
                 g_ce[s:e] = grad.to(weight.dtype) @ weight
                 del grad
             del logp
-            if teacher_fn is not None:
-                t_logp = teacher_fn(s, e).float()
+            if teacher is not None:
                 s_logp = torch.log_softmax(logits / tau, dim=-1)
-                t_p = t_logp.exp()
-                kl_sum += (t_p * (t_logp - s_logp)).sum()
+                kl_sum += teacher.kl(s_logp, s, e)
                 if want_grad:
-                    grad = s_logp.exp_().sub_(t_p).div_(tau)
+                    grad = teacher.target(s_logp, s, e).neg_().add_(s_logp.exp_()).div_(tau)
                     g_kl[s:e] = grad.to(weight.dtype) @ weight
                     del grad
-                del t_logp, s_logp, t_p
+                del s_logp
             del logits
         ctx.save_for_backward(g_ce, g_kl)
         return ce_sum, kl_sum
@@ -77,47 +132,34 @@ def head_losses(
     hidden: torch.Tensor,
     head: torch.nn.Linear,
     targets: torch.Tensor,
-    teacher_fn: TeacherFn | None = None,
+    teacher: Teacher | None = None,
     tau: float = 1.0,
     chunk: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed CE and summed KL(teacher || student at tau) over N trained positions.
 
     hidden: [N, H] final hidden states (after the model's last norm) at trained positions.
-    targets: [N] token ids. teacher_fn: see :data:`TeacherFn`; None skips KL (returns 0).
+    targets: [N] token ids. teacher: DenseTeacher (exact) or TopKTeacher (cached); None skips KL.
     Returns (ce_sum, kl_sum), fp32 scalars, differentiable w.r.t. ``hidden``.
     """
     if hidden.shape[0] == 0:
         zero = hidden.sum() * 0.0
         return zero.float(), zero.float()
     if head.weight.requires_grad or (head.bias is not None and head.bias.requires_grad):
-        return head_losses_reference(hidden, head, targets, teacher_fn, tau)
-    return _FusedHeadLosses.apply(hidden, head.weight, head.bias, targets, teacher_fn, float(tau), int(chunk))
+        return head_losses_reference(hidden, head, targets, teacher, tau)
+    return _FusedHeadLosses.apply(hidden, head.weight, head.bias, targets, teacher, float(tau), int(chunk))
 
 
 def head_losses_reference(
     hidden: torch.Tensor,
     head: torch.nn.Linear,
     targets: torch.Tensor,
-    teacher_fn: TeacherFn | None = None,
+    teacher: Teacher | None = None,
     tau: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchunked autograd version of :func:`head_losses` (same contract; [N, V] in memory)."""
     logits = head(hidden).float()
     ce = F.cross_entropy(logits, targets, reduction="sum")
-    if teacher_fn is None:
+    if teacher is None:
         return ce, logits.new_zeros(())
-    t_logp = teacher_fn(0, hidden.shape[0]).float()
-    s_logp = torch.log_softmax(logits / tau, dim=-1)
-    kl = (t_logp.exp() * (t_logp - s_logp)).sum()
-    return ce, kl
-
-
-def teacher_from_hidden(teacher_hidden: torch.Tensor, head: torch.nn.Linear, tau: float) -> TeacherFn:
-    """Teacher log-probs at ``tau`` computed chunk by chunk from its hidden states [N, H]."""
-
-    def fn(s: int, e: int) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.log_softmax(_chunk_logits(teacher_hidden[s:e], head.weight, head.bias) / tau, dim=-1)
-
-    return fn
+    return ce, teacher.kl(torch.log_softmax(logits / tau, dim=-1), 0, hidden.shape[0])

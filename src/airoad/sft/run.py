@@ -218,7 +218,7 @@ def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, p
         args=training_args(cfg, device, dtype, bool(dev_ex)),
         train_dataset=ExampleDataset(train_ex),
         eval_dataset=ExampleDataset(dev_ex) if dev_ex else None,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=Collator(tokenizer.pad_token_id, packing=cfg.packing),
         callbacks=callbacks,
         kl_lambda=cfg.kl_lambda,
         kl_tau=cfg.kl_tau,
@@ -226,6 +226,8 @@ def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, p
     )
     trainer.remove_callback(PrinterCallback)  # our LivePrinter replaces its raw dict lines
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.kl_lambda > 0 and use_teacher_cache(cfg, len(train_ex)):
+        state.teacher_cache = attach_teacher_cache(cfg, trainer, train_ex, device, out, printer)
     trainer.train()
     t_end_train = time.time()
     totals = trainer.run_totals()
@@ -234,6 +236,50 @@ def _fit(cfg, out, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, p
         printer(f"done: {state.stop_reason} after {trainer.state.global_step} steps; wrote {out}")
     trainer.run_state = state
     return out, trainer
+
+
+def use_teacher_cache(cfg: TrainConfig, n_examples: int) -> bool:
+    """kl_cache auto: cache when the run sees its examples at least twice (the cache build costs about
+    one teacher pass over the data; online KL costs one per use)."""
+    if cfg.kl_cache != "auto":
+        return cfg.kl_cache == "on"
+    passes = cfg.max_steps * cfg.per_device_batch_size * cfg.grad_accum / max(n_examples, 1)
+    return passes >= 2.0
+
+
+def attach_teacher_cache(
+    cfg: TrainConfig, trainer: Any, train_ex: list, device: str, out: Path, printer
+) -> dict:
+    """Load or build the teacher cache for this base+data, hand it to the trainer, link it into out/."""
+    import os
+    import shutil
+
+    from airoad.sft import teacher_cache as tc
+
+    t0 = time.time()
+    cache_dir = Path(cfg.kl_cache_dir).expanduser() if cfg.kl_cache_dir else tc.DEFAULT_DIR
+    cache, path, reused = tc.get_or_build(
+        trainer.model, train_ex, cfg.kl_tau, cfg.kl_topk, cfg.loss_chunk_size, device, cache_dir
+    )
+    trainer.teacher_cache = cache
+    local = out / "teacher_cache.safetensors"
+    local.unlink(missing_ok=True)
+    try:
+        os.link(path, local)  # same bytes, no extra space
+    except OSError:
+        shutil.copyfile(path, local)
+    info = {
+        "path": str(path),
+        "reused": reused,
+        "k": cfg.kl_topk,
+        "positions": int(cache.offsets[-1]),
+        "build_s": round(time.time() - t0, 3),
+    }
+    printer(
+        f"teacher cache: {'reused' if reused else 'built'} {path} ({info['positions']} positions, "
+        f"top-{cfg.kl_topk}) in {info['build_s']:.1f}s"
+    )
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:

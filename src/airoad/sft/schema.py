@@ -59,6 +59,19 @@ class TrainConfig:
     # --- KL regularisation towards the base model
     kl_lambda: float = opt(0.0, "Weight of KL(base || tuned) on trained tokens (0 disables).", min=0)
     kl_tau: float = opt(1.0, "Temperature of both distributions in the KL term.", gt=0)
+    kl_cache: str = opt(
+        "auto",
+        "Teacher cache for KL: top-k base log-probs computed once and reused across epochs and runs "
+        "(auto: on when the run sees its examples twice or more, or a cache for this data exists).",
+        choices=("auto", "on", "off"),
+    )
+    kl_topk: int = opt(
+        64, "Tokens per position kept by the teacher cache (the rest is one tail bucket).", min=1
+    )
+    kl_cache_dir: str | None = opt(None, "Where teacher caches live (default ~/.cache/airoad/teacher_cache).")
+    packing: bool = opt(
+        True, "Batch > 1: pack examples into one row with per-sequence positions (no padding)."
+    )
     loss_chunk_size: int = opt(
         256, "Trained positions per output-head chunk: bounds logits memory to chunk x vocab floats.", min=1
     )

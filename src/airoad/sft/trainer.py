@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 
 from airoad.sft.data import IGNORE, Example
-from airoad.sft.losses import head_losses, teacher_from_hidden
+from airoad.sft.losses import DenseTeacher, head_losses
 
 
 class ExampleDataset(Dataset):
@@ -28,22 +28,43 @@ class ExampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         ex = self.examples[i]
-        return {"input_ids": ex.input_ids, "labels": ex.labels}
+        return {"input_ids": ex.input_ids, "labels": ex.labels, "ex_idx": i}
 
 
 @dataclass
 class Collator:
-    """Right-pads a list of examples. Padded positions have attention 0 and label IGNORE.
+    """Batches examples, padded or packed.
 
-    Output: input_ids, attention_mask, labels [B, T]; shift_labels [B, T] (labels moved one
-    to the left, last column IGNORE) so the HF Trainer counts exactly the predicted tokens.
+    Padded (default for one example, or packing off): input_ids, attention_mask, labels [B, T],
+    right-padded; padded positions have attention 0 and label IGNORE.
+    Packed (packing on and B > 1): one row [1, sum T_i] with position_ids restarting at 0 for each
+    example and no attention_mask, so transformers builds a block-diagonal causal mask and no
+    example attends to another; no padding at all.
+    Both: shift_labels (the label each position predicts; IGNORE at every sequence end, so no
+    example predicts the next one's first token), which the HF Trainer counts for loss
+    normalisation, and ex_idx [B] (dataset indices, for the teacher cache).
     """
 
     pad_id: int
+    packing: bool = False
 
-    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ex_idx = torch.tensor([r.get("ex_idx", -1) for r in rows], dtype=torch.long)
+        if self.packing and len(rows) > 1:
+            return {**self._packed(rows), "ex_idx": ex_idx}
+        return {**self._padded(rows), "ex_idx": ex_idx}
+
+    @staticmethod
+    def _packed(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = torch.cat([torch.tensor(r["input_ids"]) for r in rows])[None]
+        labels = torch.cat([torch.tensor(r["labels"]) for r in rows])[None]
+        pos = torch.cat([torch.arange(len(r["input_ids"])) for r in rows])[None]
+        shift = torch.cat([torch.tensor(r["labels"][1:] + [IGNORE]) for r in rows])[None]
+        return {"input_ids": ids, "labels": labels, "position_ids": pos, "shift_labels": shift}
+
+    def _padded(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -84,13 +105,9 @@ def final_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
         captured.append(out[0] if isinstance(out, tuple) else out.last_hidden_state)
 
     handle = decoder.register_forward_hook(hook)
+    extra = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
     try:
-        model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            use_cache=False,
-            logits_to_keep=1,
-        )
+        model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=1, **extra)
     finally:
         handle.remove()
     return captured[-1]
@@ -107,6 +124,7 @@ class AiroadTrainer(Trainer):
     ):
         super().__init__(*args, **kw)
         self.kl_lambda, self.kl_tau, self.loss_chunk = kl_lambda, kl_tau, loss_chunk
+        self.teacher_cache = None  # a TeacherCache replaces the online teacher forward when set
         # Makes the HF Trainer count trained tokens over the whole accumulated step for us.
         self.model_accepts_loss_kwargs = True
         self.reset_meters()
@@ -124,11 +142,13 @@ class AiroadTrainer(Trainer):
         head = causal_lm(model).get_output_embeddings()
         hidden = final_hidden(model, inputs)[mask]
         teacher = None
-        if with_kl:
+        if with_kl and self.teacher_cache is not None:
+            teacher = self.teacher_cache.teacher_for(inputs["ex_idx"].tolist(), hidden.device)
+        elif with_kl:
             peft_model = unwrap(model)
             with peft_model.disable_adapter(), torch.no_grad():
                 t_hidden = final_hidden(peft_model, inputs)[mask]
-            teacher = teacher_from_hidden(t_hidden, head, self.kl_tau)
+            teacher = DenseTeacher(t_hidden, head, self.kl_tau)
         ce, kl = head_losses(hidden, head, targets, teacher, self.kl_tau, self.loss_chunk)
         return ce, kl, int(mask.sum())
 
@@ -143,7 +163,8 @@ class AiroadTrainer(Trainer):
             self._ce += float(ce.detach())
             self._kl += float(kl.detach())
             self._n += n
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+            am = inputs.get("attention_mask")
+            self.tokens_seen += int(am.sum()) if am is not None else inputs["input_ids"].numel()
             self.trained_seen += n
         return (loss, None) if return_outputs else loss
 

@@ -1,0 +1,294 @@
+"""Training speed and memory: airoad vs plain TRL SFTTrainer + PEFT, same examples, same settings.
+
+    python bench/bench_train.py --model ~/.cache/airoad/real-qwen2.5-0.5b \
+        --data ../shared/data/gsm8k_train.jsonl --steps 8 --examples 96
+
+Each variant runs in its own subprocess (clean peak RSS): plain TRL + PEFT LoRA (the anchor),
+airoad LoRA, DoRA, LoRA+KL, DoRA+KL, and LoRA+KL with the teacher cache over several epochs.
+Reported per variant: tokens/s (non-pad tokens processed / training seconds), peak RSS, seconds
+per optimizer step, first and last loss, and ratios against the anchor of the same run. The table
+goes to stdout and to BENCHMARKS.md (with machine, versions and this exact command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
+VARIANTS = ("trl", "lora", "dora", "lora_kl", "dora_kl", "lora_kl_cache")
+# Shared settings: the anchor and airoad see the same numbers.
+LORA = {
+    "r": 16,
+    "alpha": 32,
+    "dropout": 0.05,
+    "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+def to_chatml(row: dict) -> dict:
+    """GSM8K {"question","answer"} or ChatML rows -> ChatML (calculator annotations dropped)."""
+    if "messages" in row:
+        return row
+    import re
+
+    answer = re.sub(r"<<[^>]*>>", "", row["answer"]).strip()
+    return {
+        "messages": [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": answer}]
+    }
+
+
+def prepare_data(src: Path, n: int, work: Path) -> Path:
+    rows = [json.loads(x) for x in src.read_text(encoding="utf-8").splitlines() if x.strip()][:n]
+    out = work / "bench_data.jsonl"
+    out.write_text("".join(json.dumps(to_chatml(r)) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+def worker_trl(a: argparse.Namespace, data: Path, out: Path) -> dict:
+    """The anchor: TRL SFTTrainer + PEFT LoRA, loss on the completion (assistant answer) only."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    rows = [json.loads(x)["messages"] for x in data.read_text().splitlines()]
+    ds = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
+    times: dict[str, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *args, **kw):
+            times["begin"] = time.time()
+
+        def on_train_end(self, *args, **kw):
+            times["end"] = time.time()
+
+    tok = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    cfg = SFTConfig(
+        output_dir=str(out),
+        max_steps=a.steps,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=a.accum,
+        learning_rate=a.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=a.seed,
+        max_length=a.seq,
+        completion_only_loss=True,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    peft_cfg = LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LORA["targets"],
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=peft_cfg,
+        callbacks=[Clock()],
+    )
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    train_s = times["end"] - times["begin"]
+    tokens = int(trainer.state.num_input_tokens_seen)
+    return {"tokens": tokens, "train_s": train_s, "steps": trainer.state.global_step, "losses": losses}
+
+
+def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) -> dict:
+    from airoad.config import load_config
+    from airoad.sft.run import train
+    from airoad.sft.schema import TrainConfig
+
+    steps = a.cache_steps if variant.endswith("_cache") else a.steps
+    argv = [
+        "--base_model",
+        str(a.model),
+        "--dataset_path",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--overwrite",
+        "true",
+        "--max_steps",
+        str(steps),
+        "--max_seq_len",
+        str(a.seq),
+        "--per_device_batch_size",
+        "1",
+        "--grad_accum",
+        str(a.accum),
+        "--learning_rate",
+        str(a.lr),
+        "--lr_scheduler",
+        "constant",
+        "--warmup_ratio",
+        "0",
+        "--seed",
+        str(a.seed),
+        "--lora_r",
+        str(LORA["r"]),
+        "--lora_alpha",
+        str(LORA["alpha"]),
+        "--lora_dropout",
+        "0" if "dora" in variant else str(LORA["dropout"]),
+        "--lora_target_mode",
+        "attn_mlp",
+        "--use_dora",
+        str("dora" in variant),
+        "--kl_lambda",
+        "0.1" if "_kl" in variant else "0",
+        "--print_every_steps",
+        "1000",
+        "--device",
+        "cpu",
+    ]
+    if variant.endswith("_cache"):
+        argv += ["--kl_cache", "on"]
+    elif "_kl" in variant:
+        argv += ["--kl_cache", "off"]
+    cfg, _ = load_config(TrainConfig, argv)
+    t0 = time.time()
+    out_dir, _ = train(cfg, printer=lambda *_: None)
+    tm = json.loads((out_dir / "time_metrics.json").read_text())
+    rows = json.loads((out_dir / "train_log.json").read_text())
+    # End to end for the cache variant: the cache build happens before the first step, so count it.
+    train_s = tm["train_s"] + tm.get("teacher_cache_s", 0.0)
+    return {
+        "tokens": tm["train_tokens"],
+        "train_s": train_s,
+        "steps": tm["steps"],
+        "losses": [r["loss"] for r in rows],
+        "wall_s": time.time() - t0,
+        "teacher_cache_s": tm.get("teacher_cache_s"),
+    }
+
+
+def run_worker(a: argparse.Namespace) -> None:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{a.worker}-"))
+    data = Path(a.prepared)
+    res = worker_trl(a, data, out) if a.worker == "trl" else worker_airoad(a, data, out, a.worker)
+    res["peak_rss_gb"] = peak_rss_gb()
+    print("BENCH_RESULT " + json.dumps(res), flush=True)
+
+
+def table(results: dict[str, dict]) -> str:
+    anchor = results.get("trl")
+    lines = [
+        "| variant | tokens/s | x anchor | peak RSS GB | x anchor | s/step | x airoad LoRA | first loss | last loss |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lora = results.get("lora")
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error'][:60]} | | | | | | | |")
+            continue
+        tps = r["tokens"] / r["train_s"]
+        sps = r["train_s"] / max(r["steps"], 1)
+        x_tps = (
+            f"{tps / (anchor['tokens'] / anchor['train_s']):.2f}" if anchor and "error" not in anchor else "-"
+        )
+        x_rss = f"{r['peak_rss_gb'] / anchor['peak_rss_gb']:.2f}" if anchor and "error" not in anchor else "-"
+        x_step = f"{sps / (lora['train_s'] / lora['steps']):.2f}" if lora and "error" not in lora else "-"
+        lines.append(
+            f"| {name} | {tps:.1f} | {x_tps} | {r['peak_rss_gb']:.2f} | {x_rss} | {sps:.2f} | {x_step} | "
+            f"{r['losses'][0]:.4f} | {r['losses'][-1]:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    import importlib.metadata as md
+
+    pkgs = ("torch", "transformers", "peft", "trl", "accelerate", "airoad")
+    return ", ".join(f"{p} {md.version(p)}" for p in pkgs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help="HF model dir (default: ../shared/tools/get-real-qwen's)",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared/data/gsm8k_train.jsonl",
+        help="GSM8K or ChatML JSONL",
+    )
+    ap.add_argument("--examples", type=int, default=96, help="first N rows of --data")
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per variant")
+    ap.add_argument(
+        "--cache_steps", type=int, default=80, help="steps of the teacher-cache variants (3+ epochs)"
+    )
+    ap.add_argument("--accum", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--prepared", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return run_worker(a)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="airoad-bench-"))
+    data = prepare_data(a.data, a.examples, work)
+    results: dict[str, dict] = {}
+    for v in a.variants.split(","):
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", v, "--prepared", str(data)]
+        t0 = time.time()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
+        results[v] = (
+            json.loads(line[13:]) if line else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+        )
+        print(f"{v}: {time.time() - t0:.0f}s {results[v] if 'error' in results[v] else ''}", flush=True)
+    report = "\n".join(
+        [
+            f"## Training benchmark ({time.strftime('%Y-%m-%d')})",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; {versions()}.",
+            f"Command: `python bench/bench_train.py {' '.join(sys.argv[1:])}`",
+            "",
+            f"Model {a.model.name}, {a.examples} examples of {a.data.name}, seq <= {a.seq}, batch 1 x accum {a.accum}, "
+            f"{a.steps} steps ({a.cache_steps} for *_cache, end to end incl. cache build), LoRA r{LORA['r']} on attn+MLP, fp32 CPU.",
+            "",
+            table(results),
+            "",
+        ]
+    )
+    print(report)
+    a.out.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

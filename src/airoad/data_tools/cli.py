@@ -1,0 +1,66 @@
+"""`airoad data <tool> ...`: the data tools; each tool's module is imported only when it runs.
+
+airoad data stats data/sft/example_train.jsonl
+airoad data markdown-slice --infile data/sft/example_train.jsonl --out data/sft/x_md.jsonl --limit 60
+airoad data neg-guard --out data/sft/x_neg.jsonl --n 40
+airoad data mix --inputs a.jsonl:3 b.jsonl:1 --out mix.jsonl --shuffle --dedupe
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with main(argv) -> int, one-line help)
+TOOLS: dict[str, tuple[str, str]] = {
+    "stats": (
+        "airoad.data_tools.stats",
+        "rows, formats, roles, turns, token lengths, truncation, duplicates",
+    ),
+    "markdown-slice": (
+        "airoad.data_tools.markdown_slice",
+        "seeded subset with plain answers rewritten into Markdown (heading, lists)",
+    ),
+    "neg-guard": ("airoad.data_tools.neg_guard", "ChatML set baiting chat-tag artifacts, with clean answers"),
+    "mix": (
+        "airoad.data_tools.mix",
+        "weighted mix of JSONL files (PATH:WEIGHT), optional dedupe and shuffle",
+    ),
+}
+
+
+def usage() -> str:
+    width = max(map(len, TOOLS))
+    lines = [
+        "usage: airoad data <tool> [options]   (airoad data <tool> --help for its options)",
+        "",
+        "tools:",
+    ]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in TOOLS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `airoad data`; returns the exit status (2 with `error:` lines for user mistakes)."""
+    from airoad.cli import run_guarded
+
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in TOOLS:
+        from airoad.config import closest
+
+        hint = closest(name, list(TOOLS))
+        fix = f"did you mean `airoad data {hint}`?" if hint else "see `airoad data --help`"
+        print(f"error: unknown data tool {name!r}; {fix}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(TOOLS[name][0])
+
+    def go() -> int:
+        try:
+            return module.main(rest)
+        except SystemExit as e:  # argparse's --help exits; report its status instead
+            return e.code if isinstance(e.code, int) else 0
+
+    return run_guarded(go)

@@ -1,0 +1,228 @@
+"""Where base, adapter, tokenizer and system prompt come from; one model in memory for both sides.
+
+:func:`resolve_source` checks paths and reads the adapter dir's metadata without torch, so a wrong
+path fails in a second with one line. :func:`load` then loads the base once and wraps it with
+``PeftModel.from_pretrained`` (safetensors only); :meth:`Loaded.side` serves the "base" side of a
+comparison from the same weights with the adapters disabled (peft ``disable_adapter``).
+
+Base model, first found: ``--base``; the run's ``run_config.yaml`` (``base_model``);
+``adapter_config.json`` (``base_model_name_or_path``). Tokenizer: the adapter dir's when it has
+one (a run saves the tokenizer it trained with), else the base's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airoad.errors import UserError
+
+RUN_CONFIG = "run_config.yaml"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class LoadError(UserError):
+    """A model, adapter or tokenizer path that cannot be used (one line each)."""
+
+
+@dataclass
+class Source:
+    """Resolved inputs. ``base_from`` says where ``base`` came from (for messages)."""
+
+    base: str
+    base_from: str
+    adapters: Path | None = None
+    system_prompt: str | None = None  # the run's system_prompt (run_config.yaml), if any
+    tokenizer_from: str = ""
+    adapter_config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def adapter_kind(self) -> str:
+        """'DoRA r=16' / 'LoRA r=8' for messages; '' without adapters."""
+        if not self.adapters:
+            return ""
+        kind = "DoRA" if self.adapter_config.get("use_dora") else "LoRA"
+        return f"{kind} r={self.adapter_config.get('r', '?')}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LoadError(f"{path}: unreadable ({e}); re-save the adapter") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{path}: not a JSON object; re-save the adapter")
+    return data
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise LoadError(f"{path}: unreadable ({str(e).splitlines()[0]}); fix it or pass --base") from None
+    return data if isinstance(data, dict) else {}
+
+
+def check_adapter_dir(path: str | Path) -> dict[str, Any]:
+    """Validate a PEFT adapter dir; returns its adapter_config.json. LoadError (one line) if unusable."""
+    p = Path(path)
+    if not p.exists():
+        raise LoadError(f"--adapters {p}: no such directory; give a run's output_dir or a PEFT adapter dir")
+    if not p.is_dir():
+        raise LoadError(f"--adapters {p}: is a file; give the directory holding {ADAPTER_CONFIG}")
+    if not (p / ADAPTER_CONFIG).is_file():
+        hint = " (a full or merged checkpoint: pass it as --base)" if (p / "config.json").is_file() else ""
+        raise LoadError(
+            f"--adapters {p}: no {ADAPTER_CONFIG} (a run writes it when training ends); "
+            f"give a finished run's output_dir{hint}"
+        )
+    if not (p / ADAPTER_WEIGHTS).is_file():
+        why = (
+            "only safetensors are loaded (a pickled adapter_model.bin can run code); "
+            "re-save it with save_pretrained(safe_serialization=True)"
+            if (p / "adapter_model.bin").is_file()
+            else "the adapter weights are missing"
+        )
+        raise LoadError(f"--adapters {p}: no {ADAPTER_WEIGHTS}; {why}")
+    return _read_json(p / ADAPTER_CONFIG)
+
+
+def _check_base(base: str, base_from: str) -> None:
+    """A local base must be a model dir; anything else is taken as a hub id (checked when loading)."""
+    p = Path(base).expanduser()
+    if p.exists():
+        if not (p.is_dir() and (p / "config.json").is_file()):
+            raise LoadError(f"base model {base!r} (from {base_from}): not a model directory (no config.json)")
+    elif base.startswith(("/", "./", "../", "~")) or base.count("/") > 1:
+        raise LoadError(
+            f"base model {base!r} (from {base_from}): no such directory; pass --base DIR_OR_HUB_ID"
+        )
+
+
+def resolve_source(base: str | None, adapters: str | None) -> Source:
+    """Work out base, adapters, system prompt and tokenizer source. No torch, no weights."""
+    if not adapters:
+        if not base:
+            raise LoadError("give --adapters (a run's output_dir) and/or --base (a model)")
+        _check_base(base, "--base")
+        return Source(base=base, base_from="--base", tokenizer_from=base)
+    adir = Path(adapters)
+    acfg = check_adapter_dir(adir)
+    run = _read_run_config(adir / RUN_CONFIG) if (adir / RUN_CONFIG).is_file() else {}
+    recorded = [
+        (run.get("base_model"), str(adir / RUN_CONFIG)),
+        (acfg.get("base_model_name_or_path"), str(adir / ADAPTER_CONFIG)),
+    ]
+    recorded = [(str(b), where) for b, where in recorded if b]
+    notes = []
+    if base:
+        base_from = "--base"
+        if recorded and recorded[0][0] != base:
+            notes.append(f"note: --base {base} overrides {recorded[0][0]} recorded in {recorded[0][1]}")
+    elif recorded:
+        base, base_from = recorded[0]
+    else:
+        raise LoadError(
+            f"--adapters {adir}: names no base model (no {RUN_CONFIG} base_model, no base_model_name_or_path "
+            f"in {ADAPTER_CONFIG}); pass --base"
+        )
+    _check_base(base, base_from)
+    has_tok = (adir / "tokenizer_config.json").is_file()
+    return Source(
+        base=base,
+        base_from=base_from,
+        adapters=adir,
+        system_prompt=run.get("system_prompt") or None,
+        tokenizer_from=str(adir) if has_tok else base,
+        adapter_config=acfg,
+        notes=notes,
+    )
+
+
+@dataclass
+class Loaded:
+    """The model (a PeftModel when adapters were given; eval mode, on ``device``) and its tokenizer."""
+
+    model: Any
+    tokenizer: Any
+    source: Source
+    device: str
+    dtype: Any
+
+    @property
+    def sides(self) -> list[str]:
+        """Names of the sides this model can answer as: ["base", "tuned"], or ["base"] without adapters."""
+        return ["base", "tuned"] if self.source.adapters else ["base"]
+
+    def side(self, name: str) -> contextlib.AbstractContextManager:
+        """Context in which ``self.model`` answers as side ``name`` ("base" disables the adapters)."""
+        if name not in self.sides:
+            raise ValueError(f"unknown side {name!r}; this model has {self.sides}")
+        if name == "base" and self.source.adapters:
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def system_prompt(self, override: str | None) -> str | None:
+        """``override`` (the --system_prompt flag) if given, else the run's; "" means none."""
+        chosen = override if override is not None else self.source.system_prompt
+        return chosen or None
+
+
+def load_base_weights(base: str, dtype: Any, trust_remote_code: bool) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            base, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LoadError(
+            f"base model {base!r}: cannot load safetensors weights ({first}); give a local model dir "
+            "or a hub id in the local cache"
+        ) from None
+
+
+def attach_adapters(model: Any, source: Source) -> Any:
+    """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LoadError(
+            f"--adapters {source.adapters}: does not load onto {source.base} ({first[:300]}); "
+            "pass the --base it was trained on"
+        ) from None
+
+
+def load(
+    source: Source, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+) -> Loaded:
+    """Load tokenizer, base weights (once) and adapters; device/dtype per airoad.devices."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from airoad.devices import pick_device, pick_dtype
+    from airoad.sft.run import load_tokenizer
+
+    hf_logging.disable_progress_bar()  # our own lines say what is loading
+    # peft calls a transformers property deprecated in v5 when it wraps a model: harmless noise
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    tokenizer = load_tokenizer(source.tokenizer_from, trust_remote_code)
+    model = load_base_weights(source.base, dt, trust_remote_code)
+    if source.adapters:
+        model = attach_adapters(model, source)
+    model.to(dev).eval()
+    return Loaded(model=model, tokenizer=tokenizer, source=source, device=dev, dtype=dt)

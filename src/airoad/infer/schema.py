@@ -1,0 +1,104 @@
+"""Options of `airoad merge`, `airoad compare` and `airoad eval`: one dataclass per command (no torch).
+
+Compare and eval share :class:`GenerateOptions` (where the models and prompts come from, how to
+decode); each adds its own report options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airoad.config import opt
+from airoad.sft.schema import DEVICES, DTYPES
+
+BASE_HELP = (
+    "Base model (hub id or local dir). Optional with --adapters: read from the adapter dir's "
+    "run_config.yaml (base_model), else adapter_config.json (base_model_name_or_path)."
+)
+ADAPTERS_HELP = (
+    "A run's output_dir or any PEFT adapter dir (adapter_config.json + adapter_model.safetensors)."
+)
+
+
+@dataclass
+class MergeConfig:
+    adapters: str | None = opt(None, ADAPTERS_HELP + " Required.")
+    base: str | None = opt(None, BASE_HELP)
+    out: str | None = opt(None, "Directory for the merged checkpoint. Required.")
+    overwrite: bool = opt(False, "Replace a non-empty --out (the old checkpoint is swapped out whole).")
+    dtype: str = opt(
+        "auto",
+        "dtype of the saved weights (the merge itself always runs in float32); auto = the base checkpoint's.",
+        choices=DTYPES,
+    )
+    device: str = opt(
+        "cpu", "Where to run the merge and its check (cpu needs ~4 bytes x params of RAM).", choices=DEVICES
+    )
+    tolerance: float = opt(
+        1e-2,
+        "Refuse to write when merged and base+adapter fp32 logits differ by more than this (max |diff|; "
+        "rounding stays far below, a wrong merge differs by about the adapter's own effect).",
+        gt=0,
+    )
+    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.adapters:
+            problems.append("--adapters is required; give the run's output_dir (or a PEFT adapter dir)")
+        if not self.out:
+            problems.append("--out is required; give the directory for the merged checkpoint")
+        return problems
+
+
+@dataclass
+class GenerateOptions:
+    base: str | None = opt(None, BASE_HELP + " Alone (no --adapters) it is sampled by itself: one column.")
+    adapters: str | None = opt(None, ADAPTERS_HELP + " Adds the tuned side.")
+    prompts: str | None = opt(
+        None,
+        'JSONL of prompts: ChatML/Alpaca rows (first user turn, plus the row\'s own system turn) or {"prompt": ...} '
+        "rows. Default: airoad's bundled prompts.",
+    )
+    n: int = opt(0, "Use a seeded random subset of this many prompts, in file order (0 = all).", min=0)
+    system_prompt: str | None = opt(
+        None,
+        'System turn for prompts without one; default: the run\'s system_prompt; "" = the chat template default.',
+    )
+    max_new_tokens: int = opt(256, "Most tokens generated per answer.", min=1)
+    temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
+    seed: int = opt(0, "Seed for sampling and for the --n subset.")
+    batch_size: int = opt(8, "Prompts generated together (left-padded).", min=1)
+    device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
+    dtype: str = opt(
+        "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
+    )
+    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+
+    def validate(self) -> list[str]:
+        if not self.base and not self.adapters:
+            return ["give --adapters (a run's output_dir) and/or --base (a model to sample)"]
+        return []
+
+
+@dataclass
+class CompareConfig(GenerateOptions):
+    out: str | None = opt(
+        None,
+        "Report path: DIR writes DIR/compare.md and DIR/compare.json; FILE.md or FILE.json writes that one.",
+    )
+
+
+@dataclass
+class EvalConfig(GenerateOptions):
+    n: int = opt(60, "Use a seeded random subset of this many prompts, in file order (0 = all).", min=0)
+    banned: str | None = opt(
+        None, "Text file of banned strings, one per line ('#' = comment); default: built-in list."
+    )
+    out: str | None = opt(None, "JSON report (summary per side, drift, every sample); must end in .json.")
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.out and not self.out.endswith(".json"):
+            problems.append(f"--out {self.out}: the report is JSON; give a path ending in .json")
+        return problems

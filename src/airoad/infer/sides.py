@@ -1,0 +1,110 @@
+"""The lane `airoad compare` and `airoad eval` share: inputs -> prompts -> one model -> answers per side.
+
+Sides: "base" (the --base model; with --adapters, the same PEFT model with its adapters disabled)
+and "tuned" (adapters on), or just "base" when no adapters are given (e.g. a merged checkpoint).
+Every side answers the same prompts with the same decoding settings and seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from airoad.infer.loading import Loaded, load, resolve_source
+from airoad.infer.prompts import Prompt, load_prompts
+from airoad.infer.schema import GenerateOptions
+
+
+@dataclass
+class Answers:
+    loaded: Loaded
+    prompts: list[Prompt]
+    system_prompt: str | None  # the system turn given to prompts without their own (None: template default)
+    by_side: dict[str, list[Any]]  # side -> [Generation], one per prompt, in prompt order
+
+
+def answer_all(cfg: GenerateOptions, printer: Callable[[str], None] = print) -> Answers:
+    """Resolve inputs and read prompts (user errors surface before any weights load), then generate."""
+    from airoad.infer.generate import generate
+
+    source = resolve_source(cfg.base, cfg.adapters)
+    prompts = load_prompts(cfg.prompts, cfg.n, cfg.seed)
+    for note in source.notes:
+        printer(note)
+    loaded = load(source, cfg.device, cfg.dtype, cfg.trust_remote_code)
+    tuned = f" + {source.adapters} ({source.adapter_kind})" if source.adapters else ""
+    printer(
+        f"model: {source.base}{tuned} on {loaded.device} ({str(loaded.dtype).replace('torch.', '')}); "
+        f"{len(prompts)} prompts, {decoding_text(cfg)}"
+    )
+    system = loaded.system_prompt(cfg.system_prompt)
+    messages = [p.messages(system) for p in prompts]
+    # An untimed warm-up, so the first side's tokens/s does not pay one-time kernel/allocator costs.
+    generate(loaded.model, loaded.tokenizer, messages[:1], max_new_tokens=2)
+    by_side = {}
+    for side in loaded.sides:
+        with loaded.side(side):
+            by_side[side] = generate(
+                loaded.model,
+                loaded.tokenizer,
+                messages,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                progress=lambda done, total, side=side: printer(f"  {side}: {done}/{total} prompts answered"),
+            )
+    return Answers(loaded, prompts, system, by_side)
+
+
+def decoding_text(cfg: GenerateOptions) -> str:
+    how = "greedy" if cfg.temperature == 0 else f"temperature {cfg.temperature:g} (seed {cfg.seed})"
+    return f"{how}, max_new_tokens {cfg.max_new_tokens}, batch {cfg.batch_size}"
+
+
+def side_record(gen: Any) -> dict[str, Any]:
+    """The JSON record of one answer (a :class:`~airoad.infer.generate.Generation`)."""
+    return {
+        "answer": gen.text,
+        "n_tokens": gen.n_tokens,
+        "stopped": gen.stopped,
+        "seconds": round(gen.seconds, 4),
+        "tokens_per_s": round(gen.tokens_per_s, 3),
+    }
+
+
+def report_header(command: str, cfg: GenerateOptions, ans: Answers) -> dict[str, Any]:
+    """What every compare/eval report starts with: inputs, settings and the sides present."""
+    src = ans.loaded.source
+    return {
+        "command": command,
+        "base": src.base,
+        "adapters": str(src.adapters) if src.adapters else None,
+        "adapter": src.adapter_kind or None,
+        "prompts": cfg.prompts or "bundled",
+        "n_prompts": len(ans.prompts),
+        "system_prompt": ans.system_prompt,
+        "decoding": {
+            "temperature": cfg.temperature,
+            "max_new_tokens": cfg.max_new_tokens,
+            "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
+        },
+        "device": ans.loaded.device,
+        "dtype": str(ans.loaded.dtype).replace("torch.", ""),
+        "sides": list(ans.by_side),
+    }
+
+
+def sample_records(ans: Answers, extra: Callable[[str, int], dict[str, Any]] | None = None) -> list[dict]:
+    """One record per prompt: source, system (None: template default), prompt, then one entry per side
+    (plus ``extra(side, i)``)."""
+    rows = []
+    for i, p in enumerate(ans.prompts):
+        system = p.system if p.system is not None else ans.system_prompt  # what the model saw
+        row: dict[str, Any] = {"source": p.source, "system": system, "prompt": p.user}
+        for side, gens in ans.by_side.items():
+            row[side] = {**side_record(gens[i]), **(extra(side, i) if extra else {})}
+        rows.append(row)
+    return rows

@@ -1,0 +1,127 @@
+"""`airoad eval`: style scores of base and tuned answers, and how far the tuned model drifted.
+
+    airoad eval --adapters outputs/qwen05b_fast_plain --prompts data/sft/x.jsonl --n 60 --out outputs/style.json
+
+Per sample and side: ``answer``, ``has_list``, ``has_heading``, ``banned_hits`` (the banned strings
+found), ``n_tokens``, ``stopped``, ``seconds``, ``tokens_per_s`` (see :mod:`airoad.infer.generate`
+for the timing contract); the tuned side adds ``drift``. Per side, ``summary``:
+
+- ``pct_list`` / ``pct_heading``: percent of answers with a Markdown list / heading
+  (:mod:`airoad.text_checks`, outside code fences);
+- ``avg_banned_hits``: mean number of distinct banned strings per answer;
+- ``avg_len_tokens``: mean answer length in tokens (stop token not counted);
+- ``avg_tokens_per_s``: mean of the samples' ``tokens_per_s``.
+
+With adapters, ``drift`` is the mean per-token KL(tuned || base) over the tuned answers
+(:mod:`airoad.infer.drift`; ``drift_tokens`` tokens scored); without, both are null.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from airoad.infer.schema import EvalConfig
+from airoad.text_checks import banned_hits, has_heading, has_list, load_banned
+
+METRICS = ("n", "pct_list", "pct_heading", "avg_banned_hits", "avg_len_tokens", "avg_tokens_per_s")
+
+
+def style_scores(text: str, banned: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "has_list": has_list(text),
+        "has_heading": has_heading(text),
+        "banned_hits": banned_hits(text, banned),
+    }
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The summary of one side's sample records (each with the style scores and side_record keys)."""
+    n = len(records)
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / n, 4) if n else 0.0
+
+    return {
+        "n": n,
+        "pct_list": mean([100.0 * r["has_list"] for r in records]),
+        "pct_heading": mean([100.0 * r["has_heading"] for r in records]),
+        "avg_banned_hits": mean([len(r["banned_hits"]) for r in records]),
+        "avg_len_tokens": mean([r["n_tokens"] for r in records]),
+        "avg_tokens_per_s": mean([r["tokens_per_s"] for r in records]),
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    """The summary as an aligned text table (one column per side), plus the drift line."""
+    sides = report["sides"]
+    lines = [f"{'metric':<18}" + "".join(f"{s:>12}" for s in sides)]
+    for m in METRICS:
+        cells = "".join(
+            f"{report['summary'][s][m]:>12.2f}" if m != "n" else f"{report['summary'][s][m]:>12}"
+            for s in sides
+        )
+        lines.append(f"{m:<18}{cells}")
+    if report["drift"] is not None:
+        lines.append(
+            f"drift: {report['drift']:.5f} nats = mean KL(tuned || base) per answer token, "
+            f"over {report['drift_tokens']:,} tuned answer tokens"
+        )
+    return "\n".join(lines)
+
+
+def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
+    """Generate, score, summarise, measure drift; print the table, write ``cfg.out``; returns the report."""
+    from airoad.infer.sides import answer_all, report_header, sample_records
+    from airoad.io import write_json
+
+    banned = load_banned(cfg.banned)  # a bad --banned file fails before any model loads
+    ans = answer_all(cfg, printer)
+
+    def extra(side: str, i: int) -> dict[str, Any]:
+        return style_scores(ans.by_side[side][i].text, banned)
+
+    samples = sample_records(ans, extra)
+    drift = None
+    if "tuned" in ans.by_side:
+        from airoad.infer.drift import answer_drift
+
+        printer("  drift: teacher-forcing the tuned answers through both sides")
+        pad = ans.loaded.tokenizer.pad_token_id
+        drift = answer_drift(ans.loaded.model, ans.by_side["tuned"], pad, cfg.batch_size)
+        for s, d in zip(samples, drift.per_sample, strict=True):
+            s["tuned"]["drift"] = d
+    report = {
+        **report_header("eval", cfg, ans),
+        "banned": list(banned),
+        "summary": {side: summarize([s[side] for s in samples]) for side in ans.by_side},
+        "drift": drift.mean if drift else None,
+        "drift_tokens": drift.tokens if drift else None,
+        "samples": samples,
+    }
+    printer("")
+    printer(table(report))
+    if cfg.out:
+        write_json(cfg.out, report)
+        printer(f"wrote {cfg.out} ({len(samples)} samples)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `airoad eval`; returns the exit status."""
+    from airoad.cli import run_guarded
+
+    def go() -> int:
+        from airoad.config import load_config
+
+        cfg, _ = load_config(
+            EvalConfig,
+            sys.argv[1:] if argv is None else argv,
+            prog="airoad eval",
+            description="Style scores (lists, headings, banned strings, length, speed) of base vs tuned, and drift.",
+        )
+        evaluate(cfg)
+        return 0
+
+    return run_guarded(go)

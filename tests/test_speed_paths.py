@@ -1,0 +1,104 @@
+"""The fast paths equal the plain ones: packing == padding, cached teacher == online teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_train import cfg_for
+
+from airoad.sft.run import train
+from airoad.sft.trainer import Collator, ExampleDataset
+
+
+def test_packed_batch_gives_the_same_loss_and_grads_as_padded(tiny_model_dir, chat_file, tmp_path):
+    cfg = cfg_for(tiny_model_dir, chat_file, tmp_path / "run", "--max_steps", "1", "--kl_lambda", "0.5")
+    _, trainer = train(cfg, printer=lambda *_: None)
+    model = trainer.model
+    model.eval()  # no dropout: both layouts must see identical computations
+    rows = [ExampleDataset(trainer.train_dataset.examples)[i] for i in range(4)]
+    results = []
+    for packing in (False, True):
+        batch = Collator(0, packing=packing)(rows)
+        assert ("position_ids" in batch) == packing and ("attention_mask" in batch) != packing
+        model.zero_grad()
+        ce, kl, n = trainer._losses(model, batch, with_kl=True)
+        (ce + kl).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((ce.detach(), kl.detach(), n, grads))
+    (ce_a, kl_a, n_a, g_a), (ce_b, kl_b, n_b, g_b) = results
+    assert n_a == n_b > 0
+    torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(kl_a, kl_b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(g_a, g_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_keeps_examples_apart(qwen_tokenizer):
+    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [-100, 5]}]
+    b = Collator(0, packing=True)(rows)
+    assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    # the last token of example 1 must not predict example 2's first token
+    assert b["shift_labels"].tolist() == [[2, 3, -100, 5, -100]]
+
+
+def test_teacher_cache_full_vocab_matches_online_kl(tiny_model_dir, chat_file, tmp_path, qwen_tokenizer):
+    common = (
+        "--max_steps",
+        "3",
+        "--kl_lambda",
+        "1.0",
+        "--lora_dropout",
+        "0",
+        "--kl_cache_dir",
+        str(tmp_path / "tc"),
+    )
+    out_a, _ = train(
+        cfg_for(tiny_model_dir, chat_file, tmp_path / "a", *common, "--kl_cache", "off"), printer=print
+    )
+    out_b, _ = train(
+        cfg_for(
+            tiny_model_dir,
+            chat_file,
+            tmp_path / "b",
+            *common,
+            "--kl_cache",
+            "on",
+            "--kl_topk",
+            str(len(qwen_tokenizer)),
+        ),
+        printer=print,
+    )
+    a = json.loads((out_a / "train_log.json").read_text())
+    b = json.loads((out_b / "train_log.json").read_text())
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["ce"] == pytest.approx(ra["ce"], rel=1e-4)
+        assert rb["kl"] == pytest.approx(ra["kl"], rel=1e-3, abs=1e-6)
+    assert (out_b / "teacher_cache.safetensors").is_file()
+    assert json.loads((out_b / "run_info.json").read_text())["teacher_cache"]["reused"] is False
+
+
+def test_teacher_cache_is_reused_across_runs_and_epochs(tiny_model_dir, chat_file, tmp_path):
+    common = (
+        "--max_steps",
+        "12",
+        "--kl_lambda",
+        "1.0",
+        "--kl_topk",
+        "16",
+        "--kl_cache_dir",
+        str(tmp_path / "tc"),
+    )
+    lines: list[str] = []
+    out_a, _ = train(cfg_for(tiny_model_dir, chat_file, tmp_path / "a", *common), printer=lines.append)
+    out_b, _ = train(cfg_for(tiny_model_dir, chat_file, tmp_path / "b", *common), printer=lines.append)
+    assert any(
+        x.startswith("teacher cache: built") for x in lines
+    )  # auto: 12 steps x 2 / 12 examples = 2 passes
+    assert any(x.startswith("teacher cache: reused") for x in lines)
+    a = json.loads((out_a / "train_log.json").read_text())
+    b = json.loads((out_b / "train_log.json").read_text())
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert abs(a[0]["kl"]) < 1e-6 and a[-1]["kl"] > 0
+    assert len(list((tmp_path / "tc").iterdir())) == 1
