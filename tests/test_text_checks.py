@@ -116,3 +116,11 @@ def test_is_code():
     assert is_code("def f(x):\n    return x + 1\n")
     assert not is_code("A prose answer.\nWith two lines.")
     assert not is_code("")
+
+
+def test_gsm8k_answer_line_is_not_a_heading():
+    from airoad.text_checks import has_heading
+
+    assert not has_heading("She sold 48 + 24 = 72 clips.\n#### 72")
+    assert not has_heading("#### 1,250.5")
+    assert has_heading("#### Step 2\nAdd them.")
