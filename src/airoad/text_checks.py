@@ -18,7 +18,9 @@ from airoad.errors import UserError
 _LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[-*+]|\d{1,3}[.)])[ \t]+(?![-*_ \t]*$)\S", re.M)
 # An ATX heading "# Title" .. "###### Title", or a setext heading (a text line underlined with "===").
 # An ATX heading needs a letter in its text: GSM8K-style "#### 72" answer lines are not headings.
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+[^\n]*?[^\W\d_]|^[ \t]{0,3}[^\s=][^\n]*\n[ \t]{0,3}=+[ \t]*$", re.M)
+_HEADING = re.compile(
+    r"^[ \t]{0,3}#{1,6}[ \t]+[^\n]*?[^\W\d_]|^[ \t]{0,3}[^\s=][^\n]*\n[ \t]{0,3}=+[ \t]*$", re.M
+)
 # A bold line used as a heading ("**Steps:**"); it counts only when text follows it (a closing
 # "**Answer: 42**" line is emphasis, not a heading).
 _BOLD_LINE = re.compile(r"^[ \t]{0,3}\*\*[^*\n]{1,80}\*\*:?[ \t]*$", re.M)
