@@ -16,13 +16,12 @@ else the chat template's default (see :meth:`Prompt.messages`).
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airoad.sft.data import DataError, _row_problem, to_conversation
+from airoad.sft.data import DataError, read_rows, row_problem, to_conversation
 
 # Written for airoad: a mix that invites lists and headings and prompts that should get a plain answer.
 BUNDLED_PROMPTS: tuple[str, ...] = (
@@ -64,7 +63,7 @@ def _prompt_row_problem(row: Any) -> str | None:
         if row.get("system") is not None and not isinstance(row["system"], str):
             return "`system` must be a string"
         return None
-    problem = _row_problem(row)
+    problem = row_problem(row)
     if problem and not _has_answer(row):
         problem += ' (for a prompt without an answer write {"prompt": "..."})'
     return problem
@@ -94,28 +93,8 @@ def read_prompt_file(path: str | Path) -> list[Prompt]:
     if not path.is_file():
         what = "is a directory; give a .jsonl file" if path.is_dir() else "no such file; check the path"
         raise DataError([f"--prompts {path}: {what}"])
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError([f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8"]) from None
-    prompts, problems = [], []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            problems.append(
-                f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); one JSON object per line"
-            )
-            continue
-        bad = _prompt_row_problem(row)
-        if bad:
-            problems.append(f"{path}:{n}: {bad}")
-        else:
-            prompts.append(_row_to_prompt(row, f"{path}:{n}"))
-    if problems:
-        raise DataError(problems)
+    rows = read_rows(path, check=_prompt_row_problem, allow_empty=True)
+    prompts = [_row_to_prompt(row, f"{path}:{n}") for n, row in rows]
     if not prompts:
         raise DataError([f"--prompts {path}: no rows; add one JSON object per line"])
     return prompts

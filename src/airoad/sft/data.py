@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _row_problem(row: Any) -> str | None:
+def row_problem(row: Any) -> str | None:
     """Describe what is wrong with one parsed row, or None. The fix is part of the message."""
     if not isinstance(row, dict):
         return f'row is a JSON {type(row).__name__}, not an object; write {{"messages": [...]}}'
@@ -104,11 +105,17 @@ def _row_problem(row: Any) -> str | None:
     return f"neither ChatML (`messages`) nor Alpaca (`instruction`/`output`) row (keys: {keys})"
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+def read_rows(
+    path: str | Path, check: Callable[[Any], str | None] | None = None, allow_empty: bool = False
+) -> list[tuple[int, Any]]:
     """Read and validate a JSONL file: [(line_no, row)]. Raises DataError listing every problem.
 
-    UTF-8 with or without BOM, LF or CRLF; blank lines are skipped.
+    ``check(row)`` describes what is wrong with a parsed row or returns None (default: the
+    training rules, :func:`row_problem`). ``allow_empty`` returns [] for a file without rows so
+    the caller can word that error itself. UTF-8 with or without BOM, LF or CRLF; blank lines
+    are skipped.
     """
+    check = check or row_problem
     path = Path(path)
     if not path.exists():
         raise DataError([f"{path}: no such file; check the path (relative paths start at {Path.cwd()})"])
@@ -132,14 +139,14 @@ def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
                 f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); one JSON object per line"
             )
             continue
-        bad = _row_problem(row)
+        bad = check(row)
         if bad:
             problems.append(f"{path}:{n}: {bad}")
         else:
             rows.append((n, row))
     if problems:
         raise DataError(problems)
-    if not rows:
+    if not rows and not allow_empty:
         raise DataError([f"{path}: empty file; add one JSON conversation per line"])
     return rows
 
