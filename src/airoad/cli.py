@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import time
 from collections.abc import Callable
 
 from airoad.errors import UserError
@@ -36,15 +38,24 @@ def usage() -> str:
 
 
 def run_guarded(fn: Callable[[], int]) -> int:
-    """Run a command body; user errors -> `error: ...` lines on stderr and exit 2."""
+    """Run a command body; user errors -> `error: ...` lines on stderr and exit 2.
+
+    Under torchrun / accelerate launch every rank finds the same mistake (all check before any
+    writes); only rank 0 reports it, so the user reads it once.
+    """
+    speak = os.environ.get("RANK", "0") == "0"
     try:
         return fn()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if speak:
+            print("interrupted", file=sys.stderr)
         return 130
     except UserError as e:
-        for line in e.problems:
+        for line in e.problems if speak else ():
             print(f"error: {line}", file=sys.stderr)
+        if not speak:
+            # The launcher stops every rank when the first one exits: give rank 0 the time to say why.
+            time.sleep(3)
         return 2
 
 

@@ -51,6 +51,22 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
     return dtype
 
 
+def check_4bit(device: str) -> None:
+    """QLoRA needs bitsandbytes' CUDA kernels; say so before any data or weights load."""
+    import importlib.util
+
+    if device != "cuda":
+        raise DeviceError(
+            f"load_in_4bit needs CUDA and bitsandbytes; this run is on {device}: set "
+            "`load_in_4bit: false` (plain LoRA) or run on a CUDA GPU"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise DeviceError(
+            "load_in_4bit needs CUDA and bitsandbytes; bitsandbytes is not installed: "
+            "`pip install bitsandbytes`, or set `load_in_4bit: false`"
+        )
+
+
 def describe() -> dict[str, object]:
     """What `airoad env` prints: versions, devices, and the device/dtype a run would use."""
     import importlib.metadata as md

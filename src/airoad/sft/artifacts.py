@@ -27,10 +27,24 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def run_config_dict(cfg) -> dict[str, Any]:
+    """The resolved config as run_config.yaml holds it. ``overwrite``/``resume`` say how one
+    invocation treated output_dir, not what the run is: saved off, so the file reruns the job
+    (with --overwrite true) or resumes it (with --resume true)."""
+    return {**dataclasses.asdict(cfg), "overwrite": False, "resume": False}
+
+
+def write_run_config(cfg, out: Path) -> None:
+    import yaml
+
+    write_text(out / "run_config.yaml", yaml.safe_dump(run_config_dict(cfg), sort_keys=False))
+
+
 def time_metrics(
     state: RunState, steps: int, train_tokens: int, trained_tokens: int, t_end_train: float
 ) -> dict:
-    train_s = max(t_end_train - state.t_train, 1e-9)
+    """Whole-run figures: after a resume, train_s and the rates include the earlier segments."""
+    train_s = max(state.train_s_prior + t_end_train - state.t_train, 1e-9)
     now = time.time()
     return {
         "setup_s": round(state.t_train - state.t_start, 3),
@@ -45,6 +59,7 @@ def time_metrics(
         "trained_tokens": trained_tokens,
         "stop_reason": state.stop_reason,
         "teacher_cache_s": state.teacher_cache["build_s"] if state.teacher_cache else 0.0,
+        "resumed_from_step": state.resumed_from,
     }
 
 
@@ -80,19 +95,31 @@ def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def save_run(
-    cfg, out: Path, trainer, tokenizer, state: RunState, stats: LoadStats, device, dtype, t_end_train, totals
+    cfg,
+    out: Path,
+    trainer,
+    tokenizer,
+    state: RunState,
+    stats: LoadStats,
+    device,
+    dtype,
+    t_end_train,
+    totals,
+    adapter: bool = True,
 ) -> None:
     """Adapter + tokenizer (saved to a temp dir, then renamed in), config, info, logs, metrics, plot.
 
-    totals: (non-pad tokens processed, trained tokens), whole job.
+    totals: (non-pad tokens processed, trained tokens), whole job. ``adapter`` False (non-finite
+    weights) writes everything but the adapter.
     """
-    import yaml
+    from airoad.sft.run import global_batch, world
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        if adapter:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         move_dir_contents(tmp, out)
-    write_text(out / "run_config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    write_run_config(cfg, out)
     data = {
         "path": cfg.dataset_path,
         "sha256": file_sha256(cfg.dataset_path),
@@ -110,6 +137,8 @@ def save_run(
             "dtype": str(dtype).replace("torch.", ""),
             "data": data,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            "world_size": world()[1],
+            "global_batch": global_batch(cfg),
             "teacher_cache": state.teacher_cache,
         },
     )

@@ -1,4 +1,5 @@
-"""Trainer callbacks: written logs, the live line, the time cap and the early stops.
+"""Trainer callbacks: written logs, the live line, the time cap, the early stops, interrupts,
+non-finite losses and what a checkpoint needs beyond HF's own files.
 
 All share a :class:`RunState` (start times, stop reason, log rows) so the run writes one
 coherent ``time_metrics.json`` whatever stopped it. Only the main process prints or writes.
@@ -6,17 +7,29 @@ coherent ``time_metrics.json`` whatever stopped it. Only the main process prints
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from airoad.io import write_csv, write_json
 
 LOG_COLUMNS = ("step", "loss", "ce", "kl", "lr", "grad_norm", "tokens", "elapsed_s", "eval_loss")
+# Written last into each HF checkpoint dir: a dir without it was cut short and is never resumed from.
+STATE_FILE = "airoad_state.json"
+# Stops decided from per-rank facts (a signal, the clock, local weights), in order of precedence
+# when ranks disagree; index 0 means "no such stop".
+SYNCED_STOPS = ("max_steps", "time_limit", "interrupted", "non_finite_loss")
+# Stops after which the run can go on later: they get a checkpoint when checkpoints are on.
+RESUMABLE_STOPS = ("time_limit", "interrupted")
 
 
 @dataclass
@@ -27,11 +40,33 @@ class RunState:
     stop_reason: str = "max_steps"
     teacher_cache: dict[str, Any] | None = None  # info on the KL teacher cache, when one is used
     rows: list[dict[str, Any]] = field(default_factory=list)
+    signal: int = 0  # SIGINT/SIGTERM that asked the run to stop (0: none)
+    train_s_prior: float = 0.0  # training seconds of the run's segments before a resume
+    resumed_from: int | None = None  # checkpoint step this invocation resumed from
+    non_finite: str = ""  # what was not finite, and where, for the stop message
 
     def stop(self, control: Any, reason: str) -> None:
         if self.stop_reason == "max_steps":
             self.stop_reason = reason
         control.should_training_stop = True
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run, segments before a resume included."""
+        return self.train_s_prior + time.time() - self.t_train
+
+
+class Resumable:
+    """A callback whose counters a checkpoint carries: the attributes named in ``SAVED``."""
+
+    SAVED: tuple[str, ...] = ()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.SAVED}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        for k in self.SAVED:
+            if k in saved:
+                setattr(self, k, saved[k])
 
 
 def _fmt_duration(s: float) -> str:
@@ -63,7 +98,7 @@ class LossLogger(TrainerCallback):
                     "lr": logs.get("learning_rate"),
                     "grad_norm": logs.get("grad_norm"),
                     "tokens": logs.get("tokens"),
-                    "elapsed_s": round(time.time() - self.s.t_train, 3),
+                    "elapsed_s": round(self.s.elapsed(), 3),
                     "eval_loss": None,
                 }
             )
@@ -102,7 +137,7 @@ class LivePrinter(TrainerCallback):
         if not self._header_done:
             self.print(self.HEADER)
             self._header_done = True
-        elapsed = time.time() - self.s.t_train
+        elapsed = self.s.elapsed()
         tps = (logs.get("tokens") or 0) / max(elapsed, 1e-9)
         eta = elapsed / step * (self.s.max_steps - step) if step else float("nan")
         kl = logs.get("kl")
@@ -125,19 +160,187 @@ class TimeLimit(TrainerCallback):
 
 
 class NonFiniteStop(TrainerCallback):
-    """A NaN/inf loss ends the run at once with stop_reason ``non_finite_loss``."""
+    """A NaN/inf loss or gradient norm ends the run at once with stop_reason ``non_finite_loss``,
+    and no checkpoint is written from that step: the optimizer has already applied the bad
+    gradient, so the last checkpoint before it is the last good one. Before any save the trainable
+    (adapter) weights are checked too, so a checkpoint never holds non-finite weights."""
 
     def __init__(self, state: RunState):
         self.s = state
 
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if (control.should_save or control.should_training_stop) and model is not None:
+            bad = _non_finite_param(model)
+            if bad:
+                what = f"trainable weight `{bad}` is not finite after step {state.global_step}"
+                self._stop(control, self.s.non_finite or what)
+
     def on_log(self, args, state, control, logs=None, **kw):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            self.s.stop(control, "non_finite_loss")
+        logs = logs or {}
+        for key in ("loss", "grad_norm"):
+            value = logs.get(key)
+            if value is not None and not math.isfinite(value):
+                # logged after on_step_end's weight check, but the loss is the cause: it wins
+                self._stop(control, f"{key} is {value} at step {state.global_step}")
+                return
+
+    def _stop(self, control, what: str) -> None:
+        self.s.non_finite = what
+        self.s.stop_reason = "non_finite_loss"  # overrides any other stop: it explains the weights
+        control.should_training_stop = True
+        control.should_save = False
 
 
-class PlateauStop(TrainerCallback):
+def _non_finite_param(model: Any) -> str | None:
+    """Name of the first trainable parameter holding a NaN/inf, or None (adapters only: small)."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.numel() and not bool(torch.isfinite(p.detach()).all()):
+            return name
+    return None
+
+
+class InterruptStop(TrainerCallback):
+    """SIGINT (Ctrl-C) or SIGTERM: finish the optimizer step in flight, then stop like any other
+    stop (adapter, logs, time_metrics with stop_reason ``interrupted``). A second SIGINT aborts at
+    once. The previous handlers are back when training ends (``restore``, also called on errors).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, state: RunState, printer: Callable[[str], Any] | None = None):
+        self.s, self.print = state, printer
+        self._old: dict[int, Any] = {}
+
+    def on_train_begin(self, args, state, control, **kw):
+        if threading.current_thread() is threading.main_thread():  # signal.signal's own rule
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.s.signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: the user wants out now
+        if not self.s.signal:
+            self.s.signal = signum
+            if self.print:
+                name = signal.Signals(signum).name
+                self.print(f"{name}: finishing this step, then saving (Ctrl-C again to abort)")
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.s.signal:
+            self.s.stop(control, "interrupted")
+
+    def on_train_end(self, args, state, control, **kw):
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+class StopSync(TrainerCallback):
+    """Must run after every callback that stops in ``on_step_end``.
+
+    Ranks must leave the loop at the same step, or the others wait forever in the next
+    all-reduce; a signal, the clock or a local check can differ between ranks, so the stop decision
+    (and the signal) is max-reduced across ranks at every step end. Then a resumable stop (time
+    limit, interrupt) asks HF for a checkpoint when checkpoints are on, and a non-finite one
+    forbids it.
+    """
+
+    def __init__(self, state: RunState, checkpoints: bool):
+        self.s, self.checkpoints = state, checkpoints
+
+    def on_step_end(self, args, state, control, **kw):
+        self._sync(args, control)
+        if not control.should_training_stop:
+            return
+        if self.s.stop_reason == "non_finite_loss":
+            control.should_save = False
+        elif self.checkpoints and self.s.stop_reason in RESUMABLE_STOPS:
+            control.should_save = True
+
+    def _sync(self, args, control) -> None:
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        stop = control.should_training_stop and self.s.stop_reason in SYNCED_STOPS
+        code = SYNCED_STOPS.index(self.s.stop_reason) if stop else 0
+        t = torch.tensor([code, self.s.signal], device=args.device, dtype=torch.long)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        code, sig = int(t[0]), int(t[1])
+        self.s.signal = self.s.signal or sig
+        if code:
+            if SYNCED_STOPS[code] == "non_finite_loss":
+                self.s.stop_reason = "non_finite_loss"
+                self.s.non_finite = self.s.non_finite or "non-finite weights on another rank"
+            self.s.stop(control, SYNCED_STOPS[code])
+
+
+class RunCheckpoint(TrainerCallback):
+    """Completes each HF checkpoint (adapter, optimizer, scheduler, RNG, trainer state with the
+    data position) with what HF does not know: our log rows, the whole-job token counters, the
+    early-stop counters and the training time so far, so a resumed run's logs and metrics cover
+    the whole run. The file is written last, atomically: see STATE_FILE."""
+
+    def __init__(self, state: RunState, stateful: list[Resumable], world_size: int):
+        self.s, self.stateful, self.world_size = state, stateful, world_size
+        self.totals: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set to trainer.run_totals
+
+    def on_save(self, args, state, control, **kw):
+        tokens, trained = self.totals()  # a collective: every rank is in on_save
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        saved = {
+            "step": state.global_step,
+            "world_size": self.world_size,
+            "train_s": round(self.s.elapsed(), 3),
+            "tokens": tokens,
+            "trained_tokens": trained,
+            "rows": [r for r in self.s.rows if r["step"] <= state.global_step],
+            "callbacks": {type(cb).__name__: cb.snapshot() for cb in self.stateful},
+        }
+        write_json(ckpt / STATE_FILE, saved)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints under ``root`` that were fully written (STATE_FILE and safetensors adapter
+    weights present), oldest first."""
+    found = []
+    for p in root.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file():
+            if (p / "adapter_model.safetensors").is_file():
+                found.append(p)
+    return sorted(found, key=checkpoint_step)
+
+
+def read_checkpoint_state(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def restore_run_state(state: RunState, stateful: list[Resumable], saved: dict[str, Any]) -> None:
+    """Put a checkpoint's rows, time and early-stop counters back (before training resumes)."""
+    state.rows = list(saved["rows"])
+    state.train_s_prior = float(saved["train_s"])
+    state.resumed_from = int(saved["step"])
+    by_name = saved.get("callbacks", {})
+    for cb in stateful:
+        cb.restore(by_name.get(type(cb).__name__, {}))
+
+
+class PlateauStop(TrainerCallback, Resumable):
     """Stops when the EMA-smoothed training loss has not improved by ``min_delta`` for ``patience`` steps."""
+
+    SAVED = ("ema", "best", "best_step")
 
     def __init__(self, state: RunState, patience: int, min_delta: float, min_steps: int, smoothing: float):
         self.s, self.patience, self.min_delta = state, patience, min_delta
@@ -157,8 +360,10 @@ class PlateauStop(TrainerCallback):
             self.s.stop(control, "plateau")
 
 
-class EvalPlateauStop(TrainerCallback):
+class EvalPlateauStop(TrainerCallback, Resumable):
     """Stops when dev loss has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    SAVED = ("best", "bad")
 
     def __init__(self, state: RunState, patience: int, min_delta: float, min_steps: int):
         self.s, self.patience, self.min_delta, self.min_steps = state, patience, min_delta, min_steps

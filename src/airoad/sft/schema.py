@@ -13,6 +13,33 @@ TARGET_MODES = ("attn", "attn_mlp", "auto")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Keys that say how this invocation runs, not what the run computes: `--resume` may change them.
+# Every other key must match the run being resumed, or its step count, LR and data order would not.
+PER_INVOCATION = frozenset(
+    {
+        "output_dir",
+        "overwrite",
+        "resume",
+        "save_every_steps",
+        "max_minutes",
+        "print_every_steps",
+        "report_to",
+        "device",
+        "dtype",
+        "dev_path",
+        "kl_cache",
+        "kl_cache_dir",
+        "loss_chunk_size",
+        "gradient_checkpointing",
+        "eval_every_steps",
+        "patience",
+        "min_delta",
+        "early_stop_min_steps",
+        "loss_smoothing",
+        "eval_early_stop",
+        "eval_patience",
+    }
+)
 
 
 @dataclass
@@ -28,9 +55,25 @@ class TrainConfig:
     max_seq_len: int = opt(512, "Tokens per example; longer examples are truncated.", min=16)
     ablate_examples: int = opt(0, "Train on a seeded random subset of this many examples (0 = all).", min=0)
     trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+    load_in_4bit: bool = opt(False, "QLoRA: load the frozen base in 4-bit NF4 (needs CUDA and bitsandbytes).")
     # --- run
     output_dir: str = opt("outputs/run", "Directory for the adapter, logs and metrics.")
-    overwrite: bool = opt(False, "Allow writing into a non-empty output_dir (its files are replaced).")
+    overwrite: bool = opt(
+        False,
+        "Start over in a non-empty output_dir: its run files and checkpoints are replaced (see resume).",
+    )
+    resume: bool = opt(
+        False,
+        "Continue the run in output_dir from its latest checkpoint: step, learning rate, data order "
+        "and RNG carry on as if it had never stopped (needs save_every_steps > 0 in that run).",
+    )
+    save_every_steps: int = opt(
+        0,
+        "Save a resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) to "
+        "output_dir/checkpoints every this many steps and when a run is interrupted; the last 2 "
+        "are kept (0 = off).",
+        min=0,
+    )
     seed: int = opt(42, "Seed for data order, subset choice and adapter init.")
     max_steps: int = opt(100, "Optimizer steps to train.", min=1)
     max_minutes: float = opt(
@@ -102,6 +145,11 @@ class TrainConfig:
     def validate(self) -> list[str]:
         """Cross-field checks; one line per problem."""
         problems = []
+        if self.resume and self.overwrite:
+            problems.append(
+                "`resume` and `overwrite` are both set; resume continues the run in output_dir, "
+                "overwrite starts it over: pick one"
+            )
         if self.eval_early_stop and not self.dev_path:
             problems.append(
                 "`eval_early_stop: true` needs `dev_path`; set dev_path or turn eval_early_stop off"
