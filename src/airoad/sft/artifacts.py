@@ -94,6 +94,17 @@ def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
     tmp.unlink()
 
 
+ADAPTER_STAGING = ".adapter-staging"  # fixed name: every rank must pass the same path to save_model
+
+
+def stage_adapter(trainer, out: Path) -> Path:
+    """Every rank calls this: HF's save_model gathers sharded weights (FSDP, DeepSpeed) as a
+    collective and writes on rank 0 only, into a staging dir that save_run renames into place."""
+    staging = out / ADAPTER_STAGING
+    trainer.save_model(str(staging))
+    return staging
+
+
 def save_run(
     cfg,
     out: Path,
@@ -105,20 +116,23 @@ def save_run(
     dtype,
     t_end_train,
     totals,
-    adapter: bool = True,
+    adapter_dir: Path | None = None,
 ) -> None:
-    """Adapter + tokenizer (saved to a temp dir, then renamed in), config, info, logs, metrics, plot.
+    """Adapter (staged by stage_adapter) + tokenizer (saved to a temp dir), both renamed in file
+    by file; then config, info, logs, metrics, plot.
 
-    totals: (non-pad tokens processed, trained tokens), whole job. ``adapter`` False (non-finite
-    weights) writes everything but the adapter.
+    totals: (non-pad tokens processed, trained tokens), whole job. ``adapter_dir`` None
+    (non-finite weights) writes everything but the adapter.
     """
     from airoad.sft.run import global_batch, world
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
-        if adapter:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         move_dir_contents(tmp, out)
+    if adapter_dir is not None:
+        (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # HF's pickle of its arguments
+        move_dir_contents(adapter_dir, out)
+        adapter_dir.rmdir()
     write_run_config(cfg, out)
     data = {
         "path": cfg.dataset_path,

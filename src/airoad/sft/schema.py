@@ -70,8 +70,8 @@ class TrainConfig:
     save_every_steps: int = opt(
         0,
         "Save a resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) to "
-        "output_dir/checkpoints every this many steps and when a run is interrupted; the last 2 "
-        "are kept (0 = off).",
+        "output_dir/checkpoints every this many steps, and when a run is interrupted or hits "
+        "max_minutes; the last 2 are kept (0 = off).",
         min=0,
     )
     seed: int = opt(42, "Seed for data order, subset choice and adapter init.")
