@@ -178,9 +178,11 @@ class Loaded:
 def load_base_weights(base: str, dtype: Any, trust_remote_code: bool) -> Any:
     from transformers import AutoModelForCausalLM
 
+    from airoad.lean_load import load_widened
+
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            base, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        return load_widened(
+            AutoModelForCausalLM, base, dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
