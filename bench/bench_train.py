@@ -4,7 +4,8 @@
         --data ../shared/data/gsm8k_train.jsonl --steps 8 --examples 96
 
 Each variant runs in its own subprocess (clean peak RSS): plain TRL + PEFT LoRA (the anchor),
-airoad LoRA, DoRA, LoRA+KL, DoRA+KL, and LoRA+KL with the teacher cache over several epochs.
+airoad LoRA, DoRA, LoRA+KL, DoRA+KL, LoRA+KL with the teacher cache over several epochs, and
+LoRA with each step's examples packed into one forward (same examples and loss, more memory).
 Reported per variant: tokens/s (non-pad tokens processed / training seconds), peak RSS, seconds
 per optimizer step, first and last loss, and ratios against the anchor of the same run. The table
 goes to stdout and to BENCHMARKS.md (with machine, versions and this exact command).
@@ -25,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
-VARIANTS = ("trl", "lora", "dora", "lora_kl", "dora_kl", "lora_kl_cache")
+VARIANTS = ("trl", "trl_gc", "lora", "dora", "lora_kl", "dora_kl", "lora_kl_cache", "lora_packed")
 # Shared settings: the anchor and airoad see the same numbers.
 LORA = {
     "r": 16,
@@ -58,8 +59,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
-def worker_trl(a: argparse.Namespace, data: Path, out: Path) -> dict:
-    """The anchor: TRL SFTTrainer + PEFT LoRA, loss on the completion (assistant answer) only."""
+def worker_trl(a: argparse.Namespace, data: Path, out: Path, checkpointing: bool = False) -> dict:
+    """The anchor: TRL SFTTrainer + PEFT LoRA, loss on the completion (assistant answer) only.
+
+    ``trl`` turns off SFTConfig's default gradient checkpointing (airoad's default is off too:
+    same work); ``trl_gc`` keeps TRL's defaults (recompute activations: less memory, slower)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -91,6 +95,8 @@ def worker_trl(a: argparse.Namespace, data: Path, out: Path) -> dict:
         report_to="none",
         save_strategy="no",
         use_cpu=True,
+        bf16=False,  # TRL's SFTConfig defaults to bf16, ~600x slower on a CPU without bf16 units
+        gradient_checkpointing=checkpointing,
         seed=a.seed,
         max_length=a.seq,
         completion_only_loss=True,
@@ -168,6 +174,8 @@ def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) ->
         "--device",
         "cpu",
     ]
+    if variant == "lora_packed":  # the same 4 examples per step in one padding-free forward
+        argv += ["--per_device_batch_size", str(a.accum), "--grad_accum", "1", "--packing", "true"]
     if variant.endswith("_cache"):
         argv += ["--kl_cache", "on"]
     elif "_kl" in variant:
@@ -192,7 +200,10 @@ def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) ->
 def run_worker(a: argparse.Namespace) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{a.worker}-"))
     data = Path(a.prepared)
-    res = worker_trl(a, data, out) if a.worker == "trl" else worker_airoad(a, data, out, a.worker)
+    if a.worker.startswith("trl"):
+        res = worker_trl(a, data, out, checkpointing=a.worker == "trl_gc")
+    else:
+        res = worker_airoad(a, data, out, a.worker)
     res["peak_rss_gb"] = peak_rss_gb()
     print("BENCH_RESULT " + json.dumps(res), flush=True)
 
@@ -200,8 +211,8 @@ def run_worker(a: argparse.Namespace) -> None:
 def table(results: dict[str, dict]) -> str:
     anchor = results.get("trl")
     lines = [
-        "| variant | tokens/s | x anchor | peak RSS GB | x anchor | s/step | x airoad LoRA | first loss | last loss |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | steps | tokens/s | x anchor | peak RSS GB | x anchor | s/step | time/token x airoad LoRA | first loss | last loss |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lora = results.get("lora")
     for name, r in results.items():
@@ -214,10 +225,12 @@ def table(results: dict[str, dict]) -> str:
             f"{tps / (anchor['tokens'] / anchor['train_s']):.2f}" if anchor and "error" not in anchor else "-"
         )
         x_rss = f"{r['peak_rss_gb'] / anchor['peak_rss_gb']:.2f}" if anchor and "error" not in anchor else "-"
-        x_step = f"{sps / (lora['train_s'] / lora['steps']):.2f}" if lora and "error" not in lora else "-"
+        # Per token, not per step: the cache variant runs more steps over the same examples, and
+        # steps differ in length; for equal steps and data the two ratios are the same number.
+        x_lora = f"{(lora['tokens'] / lora['train_s']) / tps:.2f}" if lora and "error" not in lora else "-"
         lines.append(
-            f"| {name} | {tps:.1f} | {x_tps} | {r['peak_rss_gb']:.2f} | {x_rss} | {sps:.2f} | {x_step} | "
-            f"{r['losses'][0]:.4f} | {r['losses'][-1]:.4f} |"
+            f"| {name} | {r['steps']} | {tps:.1f} | {x_tps} | {r['peak_rss_gb']:.2f} | {x_rss} | {sps:.2f} | "
+            f"{x_lora} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} |"
         )
     return "\n".join(lines)
 
@@ -246,7 +259,10 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=96, help="first N rows of --data")
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per variant")
     ap.add_argument(
-        "--cache_steps", type=int, default=80, help="steps of the teacher-cache variants (3+ epochs)"
+        "--cache_steps",
+        type=int,
+        default=72,
+        help="steps of the teacher-cache variant (72 x 4 = 3 epochs of 96)",
     )
     ap.add_argument("--accum", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
@@ -287,7 +303,22 @@ def main() -> None:
         ]
     )
     print(report)
-    a.out.write_text(report, encoding="utf-8")
+    write_report(a.out, report)
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_report(path: Path, report: str) -> None:
+    """Replace the measured section of ``path`` (between the markers), keeping the prose around it."""
+    block = f"{BEGIN}\n{report}\n{END}"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = block + "\n" + old
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

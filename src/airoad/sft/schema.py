@@ -105,7 +105,7 @@ class TrainConfig:
     kl_cache: str = opt(
         "auto",
         "Teacher cache for KL: top-k base log-probs computed once and reused across epochs and runs "
-        "(auto: on when the run sees its examples twice or more, or a cache for this data exists).",
+        "(auto: on when the run sees its examples twice or more).",
         choices=("auto", "on", "off"),
     )
     kl_topk: int = opt(
