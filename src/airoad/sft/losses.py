@@ -23,12 +23,20 @@ class DenseTeacher:
 
     def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear, tau: float):
         self.hidden, self.head, self.tau = hidden, head, tau
+        self._last: tuple[int, int, torch.Tensor] | None = None
 
     def logprobs(self, s: int, e: int) -> torch.Tensor:
+        """Teacher log-probs [e - s, V] for rows s:e. The last chunk is kept: kl() and target() ask
+        for the same rows in turn, and recomputing them is a full output-head product."""
+        if self._last is not None and self._last[:2] == (s, e):
+            return self._last[2]
+        self._last = None  # free the previous chunk before building the next
         with torch.no_grad():
-            return torch.log_softmax(
+            logp = torch.log_softmax(
                 _chunk_logits(self.hidden[s:e], self.head.weight, self.head.bias) / self.tau, -1
             )
+        self._last = (s, e, logp)
+        return logp
 
     def kl(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """Summed KL(teacher || student) for rows s:e; differentiable in s_logp [n, V] (student at tau)."""
@@ -37,7 +45,9 @@ class DenseTeacher:
 
     def target(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """The distribution q with dKL/d(logits/tau) = softmax(student/tau) - q, [n, V]."""
-        return self.logprobs(s, e).exp_()
+        q = self.logprobs(s, e).exp_()  # in place: the cached chunk is not needed after this
+        self._last = None
+        return q
 
 
 class TopKTeacher:

@@ -95,8 +95,10 @@ def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
 def final_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Final hidden states [B, T, H] (after the last norm), calling ``model`` itself so DDP hooks run.
 
-    A forward hook on the decoder captures them; ``logits_to_keep=1`` keeps the model's own
-    output head to one position, so no [B, T, V] logits are built.
+    A forward hook on the decoder captures them; an empty ``logits_to_keep`` index keeps the
+    model's own output head off every position. (``logits_to_keep=1`` would still run the head on
+    one position: a matrix-vector product that reads the whole [V, H] head, ~66 ms on CPU per call
+    for Qwen2.5-0.5B, measured.)
     """
     decoder = causal_lm(model).get_decoder()
     captured: list[torch.Tensor] = []
@@ -107,7 +109,8 @@ def final_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     handle = decoder.register_forward_hook(hook)
     extra = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
     try:
-        model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=1, **extra)
+        none = torch.empty(0, dtype=torch.long, device=batch["input_ids"].device)
+        model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=none, **extra)
     finally:
         handle.remove()
     return captured[-1]
