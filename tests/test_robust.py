@@ -508,3 +508,27 @@ def test_train_reports_every_problem_of_train_and_dev_files_at_once(tmp_path, ca
     assert "empty file" in capsys.readouterr().err
     assert cli(["train", "--dataset_path", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_liger_off_cuda_is_one_clear_line_before_anything_loads(tmp_path, capsys, monkeypatch):
+    import airoad.sft.run as run
+
+    monkeypatch.setattr(run, "read_data", lambda *a: pytest.fail("data must not be read"))
+    out = tmp_path / "o"
+    rc = cli(["train", "--liger", "true", "--device", "cpu", "--output_dir", str(out)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and line.startswith("error: liger needs a CUDA GPU (Triton kernels); this run is on cpu")
+    assert "liger: false" in line and not out.exists()
+
+
+def test_liger_reaches_the_trainer_with_loss_kernels_off():
+    from airoad.config import load_config
+    from airoad.sft.run import training_args
+    from airoad.sft.schema import TrainConfig
+
+    cfg, _ = load_config(TrainConfig, ["--liger", "true"])
+    args = training_args(cfg, "cpu", __import__("torch").float32, False)
+    assert args.use_liger_kernel is True
+    assert args.liger_kernel_config["swiglu"] and not args.liger_kernel_config["fused_linear_cross_entropy"]
+    off, _ = load_config(TrainConfig, [])
+    assert training_args(off, "cpu", __import__("torch").float32, False).use_liger_kernel is False

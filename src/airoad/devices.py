@@ -67,6 +67,20 @@ def check_4bit(device: str) -> None:
         )
 
 
+def check_liger(device: str) -> None:
+    """Liger's kernels are Triton (CUDA); CPU and MPS keep the pure-PyTorch path."""
+    import importlib.util
+
+    if device != "cuda":
+        raise DeviceError(
+            f"liger needs a CUDA GPU (Triton kernels); this run is on {device}: set `liger: false`"
+        )
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise DeviceError(
+            "liger: liger-kernel is not installed: `pip install liger-kernel`, or set `liger: false`"
+        )
+
+
 def describe() -> dict[str, object]:
     """What `airoad env` prints: versions, devices, and the device/dtype a run would use."""
     import importlib.metadata as md

@@ -286,6 +286,15 @@ def prepare_quantized(cfg: TrainConfig, model: Any) -> Any:
     )
 
 
+LIGER_KERNELS = {
+    "rope": True,
+    "rms_norm": True,
+    "swiglu": True,
+    "cross_entropy": False,
+    "fused_linear_cross_entropy": False,
+}
+
+
 def training_args(cfg: TrainConfig, device: str, dtype: Any, has_dev: bool) -> Any:
     import torch
     from transformers import TrainingArguments
@@ -323,6 +332,10 @@ def training_args(cfg: TrainConfig, device: str, dtype: Any, has_dev: bool) -> A
         dataloader_pin_memory=device == "cuda",
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
+        # HF Trainer applies Liger to the (PEFT-wrapped) model; the loss kernels stay off because
+        # our loss never asks the model for logits.
+        use_liger_kernel=cfg.liger,
+        liger_kernel_config=LIGER_KERNELS if cfg.liger else None,
     )
 
 
@@ -330,13 +343,15 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     """Run one training job; returns (output directory, the finished trainer). Raises
     RunError/DataError/DeviceError (user mistakes, one line each) before any weights load."""
     t_start = t_start or time.time()
-    from airoad.devices import check_4bit, pick_device, pick_dtype
+    from airoad.devices import check_4bit, check_liger, pick_device, pick_dtype
 
     out, ckpt = check_output_dir(cfg)
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
     if cfg.load_in_4bit:
         check_4bit(device)
+    if cfg.liger:
+        check_liger(device)
     data = read_data(cfg)  # user data errors surface before anything is loaded
     tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
     train_ex, dev_ex, stats = build_examples(cfg, tokenizer, data)

@@ -56,6 +56,11 @@ class TrainConfig:
     ablate_examples: int = opt(0, "Train on a seeded random subset of this many examples (0 = all).", min=0)
     trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
     load_in_4bit: bool = opt(False, "QLoRA: load the frozen base in 4-bit NF4 (needs CUDA and bitsandbytes).")
+    liger: bool = opt(
+        False,
+        "CUDA only: Liger's fused Triton kernels for RoPE, RMSNorm and SwiGLU (pip install "
+        "liger-kernel). The loss needs none: airoad's head already runs chunked on trained tokens.",
+    )
     # --- run
     output_dir: str = opt("outputs/run", "Directory for the adapter, logs and metrics.")
     overwrite: bool = opt(
