@@ -5,7 +5,7 @@
 Runs one warm-up optimizer step (4 micro-batches of 1 example, or --pack examples per forward),
 then STEPS timed steps (env, default 3), printing tokens/s and RSS/peak RSS after each (the peak
 is reset after loading, so it is the training-phase peak); PROFILE=1 adds a torch.profiler table
-of one more step (SORT, ROWS, MEM=1 for memory columns). MMAP=bytes sets glibc's mmap threshold,
+of one more step (SORT, ROWS, MEM=1 for memory columns, SHAPES=1 to split ops by input shape). MMAP=bytes sets glibc's mmap threshold,
 TRIM=1 calls malloc_trim after every micro-batch (the allocator experiments in BENCHMARKS.md).
 """
 
@@ -108,10 +108,13 @@ print(f"{variant} pack{pack}: {tk} tokens in {dt:.1f}s = {tk / dt:.1f} tok/s", f
 if os.environ.get("PROFILE"):
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=bool(os.environ.get("MEM"))) as p:
+    shapes = bool(os.environ.get("SHAPES"))
+    with profile(
+        activities=[ProfilerActivity.CPU], profile_memory=bool(os.environ.get("MEM")), record_shapes=shapes
+    ) as p:
         step(5)
     print(
-        p.key_averages().table(
+        p.key_averages(group_by_input_shape=shapes).table(
             sort_by=os.environ.get("SORT", "self_cpu_time_total"), row_limit=int(os.environ.get("ROWS", 30))
         )
     )

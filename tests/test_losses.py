@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from airoad.sft.losses import DenseTeacher, TopKTeacher, head_losses, head_losses_reference
+from airoad.sft.losses import DenseTeacher, TopKTeacher, head_loss, head_losses_reference
 
 
 def setup(n=37, h=16, v=101, seed=0, bias=False):
@@ -25,59 +25,70 @@ def setup(n=37, h=16, v=101, seed=0, bias=False):
 @pytest.mark.parametrize("chunk", [1, 5, 37, 1000])
 @pytest.mark.parametrize("tau", [1.0, 2.0])
 @pytest.mark.parametrize("bias", [False, True])
-def test_chunked_equals_reference_values_and_grads(chunk, tau, bias):
+@pytest.mark.parametrize("w", [0.0, 0.4, 3.0])
+def test_chunked_equals_reference_values_and_grads(chunk, tau, bias, w):
     head, hidden, th, tgt = setup(bias=bias)
     teacher = DenseTeacher(th, head, tau)
-    ce, kl = head_losses(hidden, head, tgt, teacher, tau, chunk)
-    (0.7 * ce + 0.3 * kl).backward()
+    total, ce, kl = head_loss(hidden, head, tgt, teacher, tau, chunk, kl_weight=w)
+    assert not ce.requires_grad and not kl.requires_grad
+    (0.7 * total).backward()
     g_fused = hidden.grad.clone()
     hidden.grad = None
     ce_r, kl_r = head_losses_reference(hidden, head, tgt, teacher, tau)
-    (0.7 * ce_r + 0.3 * kl_r).backward()
+    (0.7 * (ce_r + w * kl_r)).backward()
     # losses are computed in fp32 inside both paths: fp32 tolerance
     torch.testing.assert_close(ce, ce_r.float(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(kl, kl_r.float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(total, (ce_r + w * kl_r).float(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(g_fused, hidden.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_ce_matches_torch_cross_entropy_and_grad_only_ce():
     head, hidden, _, tgt = setup()
-    ce, kl = head_losses(hidden, head, tgt, None, 1.0, 8)
-    ref = torch.nn.functional.cross_entropy(head(hidden).float(), tgt, reduction="sum")
+    total, ce, kl = head_loss(hidden, head, tgt, None, 1.0, 8, kl_weight=5.0)
+    logits = head(hidden).float()
+    ref = torch.nn.functional.cross_entropy(logits, tgt, reduction="sum")
     torch.testing.assert_close(ce, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(total, ref, rtol=1e-5, atol=1e-4)
     assert float(kl) == 0.0
-    ce.backward()
-    assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
+    total.backward()
+    # d CE / d hidden = (softmax - onehot) @ W
+    p = torch.softmax(logits.double(), -1)
+    p[torch.arange(len(tgt)), tgt] -= 1.0
+    torch.testing.assert_close(hidden.grad, p @ head.weight, rtol=1e-4, atol=1e-5)
 
 
 def test_kl_of_identical_distributions_is_zero_with_zero_grad():
     head, hidden, _, tgt = setup()
     teacher = DenseTeacher(hidden.detach(), head, 1.5)
-    _, kl = head_losses(hidden, head, tgt, teacher, 1.5, 7)
+    total, ce, kl = head_loss(hidden, head, tgt, teacher, 1.5, 7, kl_weight=2.0)
     assert abs(float(kl)) < 1e-5
-    kl.backward()
-    assert hidden.grad.abs().max() < 1e-6
+    total.backward()
+    g = hidden.grad.clone()
+    hidden.grad = None
+    head_loss(hidden, head, tgt, None, 1.5, 7)[0].backward()
+    torch.testing.assert_close(g, hidden.grad, rtol=1e-5, atol=1e-6)  # the KL term adds no gradient
 
 
 def test_kl_positive_for_different_distributions():
     head, hidden, th, tgt = setup()
-    _, kl = head_losses(hidden, head, tgt, DenseTeacher(th, head, 1.0), 1.0, 4)
+    _, _, kl = head_loss(hidden, head, tgt, DenseTeacher(th, head, 1.0), 1.0, 4)
     assert float(kl) > 0.1
 
 
 def test_trainable_head_falls_back_to_autograd():
     head, hidden, th, tgt = setup()
     head.requires_grad_(True)
-    ce, _ = head_losses(hidden, head, tgt, None, 1.0, 4)
-    ce.backward()
+    total, _, _ = head_loss(hidden, head, tgt, DenseTeacher(th, head, 1.0), 1.0, 4)
+    total.backward()
     assert head.weight.grad is not None
 
 
 def test_empty_selection_is_zero_and_differentiable():
     head, hidden, _, _ = setup(n=0)
-    ce, kl = head_losses(hidden, head, torch.zeros(0, dtype=torch.long))
-    ce.backward()
-    assert float(ce) == 0.0 and float(kl) == 0.0
+    total, ce, kl = head_loss(hidden, head, torch.zeros(0, dtype=torch.long))
+    total.backward()
+    assert float(total) == 0.0 and float(ce) == 0.0 and float(kl) == 0.0
 
 
 def topk_from(head, th, tau, k):
@@ -87,14 +98,15 @@ def topk_from(head, th, tau, k):
 
 
 @pytest.mark.parametrize("chunk", [3, 64])
-def test_topk_teacher_fused_equals_reference(chunk):
+@pytest.mark.parametrize("tau", [1.0, 1.3])
+def test_topk_teacher_fused_equals_reference(chunk, tau):
     head, hidden, th, tgt = setup()
-    topk, _ = topk_from(head, th, 1.3, 10)
-    ce, kl = head_losses(hidden, head, tgt, topk, 1.3, chunk)
-    (ce + 2.0 * kl).backward()
+    topk, _ = topk_from(head, th, tau, 10)
+    _, _, kl = head_loss(hidden, head, tgt, topk, tau, chunk, kl_weight=2.0)
+    head_loss(hidden, head, tgt, topk, tau, chunk, kl_weight=2.0)[0].backward()
     g = hidden.grad.clone()
     hidden.grad = None
-    ce_r, kl_r = head_losses_reference(hidden, head, tgt, topk, 1.3)
+    ce_r, kl_r = head_losses_reference(hidden, head, tgt, topk, tau)
     (ce_r + 2.0 * kl_r).backward()
     torch.testing.assert_close(kl, kl_r.float(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(g, hidden.grad, rtol=1e-4, atol=1e-5)

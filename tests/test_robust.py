@@ -272,14 +272,14 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_saves_no_bad_adapter(
 
     from airoad.sft import trainer as tr
 
-    losses, calls = tr.head_losses, []
+    loss_fn, calls = tr.head_loss, []
 
     def poisoned(*a, **k):  # the loss turns NaN from step 4's first micro-batch (grad_accum 2)
         calls.append(1)
-        ce, kl = losses(*a, **k)
-        return (ce * float("nan"), kl) if len(calls) >= 7 else (ce, kl)
+        total, ce, kl = loss_fn(*a, **k)
+        return (total * float("nan"), ce * float("nan"), kl) if len(calls) >= 7 else (total, ce, kl)
 
-    monkeypatch.setattr(tr, "head_losses", poisoned)
+    monkeypatch.setattr(tr, "head_loss", poisoned)
     out = tmp_path / "run"
     # step 4 is both the bad step and a checkpoint step: it must not be saved
     argv = run_argv(tiny_model_dir, chat_file, out, "--max_steps", "8", "--save_every_steps", "2")

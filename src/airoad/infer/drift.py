@@ -14,7 +14,7 @@ actually writes. Direction: tuned is the reference distribution, so tokens the t
 of but the base finds unlikely weigh most.
 
 Only answer positions go through the output head, chunk by chunk
-(:func:`airoad.sft.losses.head_losses` with the tuned side as the teacher): no ``[T, V]`` logits
+(:func:`airoad.sft.losses.head_loss` with the tuned side as the teacher): no ``[T, V]`` logits
 are built for prompt tokens, and no chunk holds more than ``chunk x V`` floats.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from airoad.infer.generate import Generation
-from airoad.sft.losses import head_losses, teacher_from_hidden
+from airoad.sft.losses import head_loss, teacher_from_hidden
 from airoad.sft.trainer import causal_lm, final_hidden
 
 
@@ -62,7 +62,7 @@ def _batch_kl(peft_model: Any, gens: list[Generation], pad_id: int, chunk: int) 
             pos = slice(p - 1, p + n - 1)  # position t predicts token t + 1
             targets = batch["input_ids"][i, p : p + n]
             teacher = teacher_from_hidden(tuned[i, pos], head, 1.0)
-            _, kl = head_losses(base[i, pos], head, targets, teacher, 1.0, chunk)
+            _, _, kl = head_loss(base[i, pos], head, targets, teacher, 1.0, chunk)
             out.append((float(kl), n))
     return out
 

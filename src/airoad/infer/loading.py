@@ -196,14 +196,18 @@ def attach_adapters(model: Any, source: Source) -> Any:
     """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
     from peft import PeftModel
 
+    from airoad.sft.dora_cache import cache_dora_norms
+
     try:
-        return PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
+        peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LoadError(
             f"--adapters {source.adapters}: does not load onto {source.base} ({first[:300]}); "
             "pass the --base it was trained on"
         ) from None
+    cache_dora_norms(peft_model)  # DoRA decoding would otherwise recompute every norm per token
+    return peft_model
 
 
 def load(

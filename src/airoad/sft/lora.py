@@ -53,10 +53,15 @@ def target_modules(model: nn.Module, mode: str) -> list[str]:
 
 def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
     """Wrap ``model`` in a PEFT LoRA/DoRA adapter per cfg (lora_r, lora_alpha, lora_dropout,
-    lora_target_mode, use_dora, seed). Base weights are frozen by PEFT."""
+    lora_target_mode, use_dora, seed). Base weights are frozen by PEFT. LoRA dropout is swapped for
+    :class:`FastDropout` (same distribution, cheaper masks on CPU) and DoRA norms are cached per
+    adapter update (:mod:`airoad.sft.dora_cache`); neither changes what is saved."""
     from peft import LoraConfig, get_peft_model
 
     targets = target_modules(model, cfg.lora_target_mode)
+    from airoad.sft.dora_cache import cache_dora_norms
+    from airoad.sft.fast_dropout import use_fast_lora_dropout
+
     lcfg = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -66,7 +71,10 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lcfg)
+    peft_model = get_peft_model(model, lcfg)
+    use_fast_lora_dropout(peft_model)
+    cache_dora_norms(peft_model)
+    return peft_model
 
 
 def trainable_summary(model: nn.Module) -> tuple[int, int]:

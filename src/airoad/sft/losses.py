@@ -2,11 +2,13 @@
 
 Full-vocabulary logits are the memory hog (Qwen2.5: 151,936 x 512 x 4 bytes = 311 MB per
 sequence per copy), and most positions carry no label. So the caller gathers the final hidden
-states of trained positions, ``hidden [N, H]``, and :func:`head_losses` projects them through the
-output head ``chunk`` rows at a time. Each chunk's gradient w.r.t. its hidden rows is computed in
-the forward pass (softmax minus one-hot for CE; (softmax_tau(student) - p_tau(teacher)) / tau for
-KL) and kept as ``[N, H]``; no ``[N, V]`` tensor outlives its chunk and nothing is recomputed in
-backward. The frozen head needs no weight gradient; a trainable head falls back to
+states of trained positions, ``hidden [N, H]``, and :func:`head_loss` projects them through the
+output head ``chunk`` rows at a time. The loss is CE + w * KL with w known
+up front (the trainer's kl_lambda * tau^2), so each chunk's gradient w.r.t. the logits is summed
+(softmax minus one-hot for CE; (softmax_tau(student) - q(teacher)) / tau for KL) and goes through
+the head once: one [n, V] x [V, H] product per chunk serves both terms. It is computed in the
+forward pass and kept as ``[N, H]``; no ``[N, V]`` tensor outlives its chunk and nothing is
+recomputed in backward. The frozen head needs no weight gradient; a trainable head falls back to
 :func:`head_losses_reference`, the plain autograd version the fused path is tested against.
 """
 
@@ -23,31 +25,25 @@ class DenseTeacher:
 
     def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear, tau: float):
         self.hidden, self.head, self.tau = hidden, head, tau
-        self._last: tuple[int, int, torch.Tensor] | None = None
 
     def logprobs(self, s: int, e: int) -> torch.Tensor:
-        """Teacher log-probs [e - s, V] for rows s:e. The last chunk is kept: kl() and target() ask
-        for the same rows in turn, and recomputing them is a full output-head product."""
-        if self._last is not None and self._last[:2] == (s, e):
-            return self._last[2]
-        self._last = None  # free the previous chunk before building the next
+        """Teacher log-probs [e - s, V] at tau for rows s:e (one output-head product)."""
         with torch.no_grad():
-            logp = torch.log_softmax(
-                _chunk_logits(self.hidden[s:e], self.head.weight, self.head.bias) / self.tau, -1
-            )
-        self._last = (s, e, logp)
-        return logp
+            logits = _chunk_logits(self.hidden[s:e], self.head.weight, self.head.bias)
+            return torch.log_softmax(logits.div_(self.tau), -1)
 
     def kl(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """Summed KL(teacher || student) for rows s:e; differentiable in s_logp [n, V] (student at tau)."""
         t_logp = self.logprobs(s, e)
         return (t_logp.exp() * (t_logp - s_logp)).sum()
 
-    def target(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
-        """The distribution q with dKL/d(logits/tau) = softmax(student/tau) - q, [n, V]."""
-        q = self.logprobs(s, e).exp_()  # in place: the cached chunk is not needed after this
-        self._last = None
-        return q
+    def kl_and_target(self, s_logp: torch.Tensor, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed KL for rows s:e, q [n, V]) with dKL/d(student logits / tau) = softmax - q.
+        No autograd; one teacher head product and three [n, V] passes."""
+        t_logp = self.logprobs(s, e)
+        diff = t_logp - s_logp
+        q = t_logp.exp_()  # teacher probabilities, in t_logp's memory
+        return torch.dot(q.view(-1), diff.view(-1)), q
 
 
 class TopKTeacher:
@@ -73,11 +69,12 @@ class TopKTeacher:
         top = (t_logp.exp() * (t_logp - s_logp_k)).sum()
         return top + (t_tail * (t_tail.log() - s_tail.log())).sum()
 
-    def target(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    def kl_and_target(self, s_logp: torch.Tensor, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Tail mass is spread like the student's own distribution outside the top-k.
-        idx, t_logp, t_tail, _, s_tail = self._parts(s_logp, s, e)
-        q = s_logp.exp() * (t_tail / s_tail)[:, None]
-        return q.scatter_(1, idx, t_logp.exp())
+        idx, t_logp, t_tail, s_logp_k, s_tail = self._parts(s_logp, s, e)
+        kl = (t_logp.exp() * (t_logp - s_logp_k)).sum() + (t_tail * (t_tail.log() - s_tail.log())).sum()
+        q = s_logp.exp().mul_((t_tail / s_tail)[:, None])
+        return kl, q.scatter_(1, idx, t_logp.exp())
 
 
 Teacher = DenseTeacher | TopKTeacher
@@ -92,72 +89,89 @@ def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return F.linear(h, weight, bias).float()
 
 
-class _FusedHeadLosses(torch.autograd.Function):
-    """(ce_sum, kl_sum) over N positions; gradients computed chunk by chunk in forward."""
+def _chunk(h, weight, bias, tgt, teacher, s, e, tau, w, want_grad):
+    """(ce_sum, kl_sum, dLoss/dlogits [n, V] or None) of rows s:e for Loss = CE + w * KL.
+
+    dCE/dlogits = softmax - onehot; dKL/dlogits = (softmax_tau - q) / tau (q from the teacher).
+    Summed here so one [n, V] x [V, H] product carries both gradients."""
+    logits = _chunk_logits(h, weight, bias)
+    logp = torch.log_softmax(logits, dim=-1)
+    ce = -logp.gather(1, tgt[:, None]).sum()
+    kl = logp.new_zeros(())
+    grad = q = p_tau = None
+    if teacher is not None:
+        s_logp = logp if tau == 1.0 else torch.log_softmax(logits.div_(tau), dim=-1)
+        del logits
+        kl, q = teacher.kl_and_target(s_logp, s, e) if want_grad else (teacher.kl(s_logp, s, e), None)
+        p_tau = None if (tau == 1.0 or not want_grad) else s_logp.exp_()
+        del s_logp
+    else:
+        del logits
+    if want_grad:
+        grad = logp.exp_()  # softmax, in logp's memory
+        if q is not None and p_tau is None:  # tau = 1: (1 + w) p - w q
+            grad.mul_(1.0 + w).sub_(q, alpha=w)
+        elif q is not None:
+            grad.add_(p_tau.sub_(q), alpha=w / tau)
+        grad[torch.arange(e - s, device=grad.device), tgt] -= 1.0
+    return ce, kl, grad
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """(CE + w * KL, CE, KL) summed over N positions; the gradient of the first is computed chunk by
+    chunk in forward (one head product per chunk); CE and KL are returned for logging only."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, teacher, tau, chunk):  # noqa: D401
+    def forward(ctx, hidden, weight, bias, targets, teacher, tau, chunk, w):  # noqa: D401
         n = hidden.shape[0]
         want_grad = ctx.needs_input_grad[0]
         ce_sum = hidden.new_zeros((), dtype=torch.float32)
         kl_sum = hidden.new_zeros((), dtype=torch.float32)
-        g_ce = torch.empty_like(hidden) if want_grad else None
-        g_kl = torch.empty_like(hidden) if (want_grad and teacher is not None) else None
+        g_hidden = torch.empty_like(hidden) if want_grad else None
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            logits = _chunk_logits(hidden[s:e], weight, bias)
-            tgt = targets[s:e]
-            logp = torch.log_softmax(logits, dim=-1)
-            ce_sum += -logp.gather(1, tgt[:, None]).sum()
+            ce, kl, grad = _chunk(hidden[s:e], weight, bias, targets[s:e], teacher, s, e, tau, w, want_grad)
+            ce_sum += ce
+            kl_sum += kl
             if want_grad:
-                grad = logp.exp_()  # softmax, reusing logp's memory
-                grad[torch.arange(e - s, device=grad.device), tgt] -= 1.0
-                g_ce[s:e] = grad.to(weight.dtype) @ weight
-                del grad
-            del logp
-            if teacher is not None:
-                s_logp = torch.log_softmax(logits / tau, dim=-1)
-                kl_sum += teacher.kl(s_logp, s, e)
-                if want_grad:
-                    grad = teacher.target(s_logp, s, e).neg_().add_(s_logp.exp_()).div_(tau)
-                    g_kl[s:e] = grad.to(weight.dtype) @ weight
-                    del grad
-                del s_logp
-            del logits
-        ctx.save_for_backward(g_ce, g_kl)
-        return ce_sum, kl_sum
+                g_hidden[s:e] = grad.to(weight.dtype) @ weight
+            del grad
+        ctx.save_for_backward(g_hidden)
+        ctx.mark_non_differentiable(ce_sum, kl_sum)
+        return ce_sum + w * kl_sum, ce_sum, kl_sum
 
     @staticmethod
-    def backward(ctx, grad_ce, grad_kl):
-        g_ce, g_kl = ctx.saved_tensors
-        grad_hidden = None
-        if ctx.needs_input_grad[0]:
-            grad_hidden = g_ce * grad_ce.to(g_ce.dtype)
-            if g_kl is not None:
-                grad_hidden = grad_hidden + g_kl * grad_kl.to(g_kl.dtype)
-        return grad_hidden, None, None, None, None, None, None
+    def backward(ctx, grad_total, _grad_ce, _grad_kl):
+        (g_hidden,) = ctx.saved_tensors
+        grad_hidden = g_hidden * grad_total.to(g_hidden.dtype) if ctx.needs_input_grad[0] else None
+        return grad_hidden, None, None, None, None, None, None, None
 
 
-def head_losses(
+def head_loss(
     hidden: torch.Tensor,
     head: torch.nn.Linear,
     targets: torch.Tensor,
     teacher: Teacher | None = None,
     tau: float = 1.0,
     chunk: int = 256,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed CE and summed KL(teacher || student at tau) over N trained positions.
+    kl_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(CE + kl_weight * KL, CE, KL), sums over N trained positions, KL(teacher || student at tau).
 
     hidden: [N, H] final hidden states (after the model's last norm) at trained positions.
-    targets: [N] token ids. teacher: DenseTeacher (exact) or TopKTeacher (cached); None skips KL.
-    Returns (ce_sum, kl_sum), fp32 scalars, differentiable w.r.t. ``hidden``.
+    targets: [N] token ids. teacher: DenseTeacher (exact) or TopKTeacher (cached); None: KL = 0.
+    The first value is differentiable w.r.t. ``hidden``; CE and KL are detached (for logs).
+    fp32 scalars.
     """
     if hidden.shape[0] == 0:
-        zero = hidden.sum() * 0.0
-        return zero.float(), zero.float()
+        zero = (hidden.sum() * 0.0).float()
+        return zero, zero.detach(), zero.detach()
     if head.weight.requires_grad or (head.bias is not None and head.bias.requires_grad):
-        return head_losses_reference(hidden, head, targets, teacher, tau)
-    return _FusedHeadLosses.apply(hidden, head.weight, head.bias, targets, teacher, float(tau), int(chunk))
+        ce, kl = head_losses_reference(hidden, head, targets, teacher, tau)
+        return ce + kl_weight * kl, ce.detach(), kl.detach()
+    return _FusedHeadLoss.apply(
+        hidden, head.weight, head.bias, targets, teacher, float(tau), int(chunk), float(kl_weight)
+    )
 
 
 def head_losses_reference(
@@ -167,7 +181,8 @@ def head_losses_reference(
     teacher: Teacher | None = None,
     tau: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unchunked autograd version of :func:`head_losses` (same contract; [N, V] in memory)."""
+    """Unchunked autograd (CE, KL) sums, both differentiable: the reference :func:`head_loss` is tested
+    against ([N, V] in memory)."""
     logits = head(hidden).float()
     ce = F.cross_entropy(logits, targets, reduction="sum")
     if teacher is None:

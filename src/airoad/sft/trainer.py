@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 
 from airoad.sft.data import IGNORE, Example
-from airoad.sft.losses import DenseTeacher, head_losses
+from airoad.sft.losses import DenseTeacher, head_loss
 
 
 class ExampleDataset(Dataset):
@@ -139,7 +139,8 @@ class AiroadTrainer(Trainer):
         self._n = 0
 
     def _losses(self, model, inputs, with_kl: bool):
-        """(ce_sum, kl_sum, n_trained) for one micro-batch."""
+        """(ce_sum + kl_lambda * tau^2 * kl_sum [differentiable], ce_sum, kl_sum, n_trained) for one
+        micro-batch; CE and KL are detached."""
         mask = inputs["shift_labels"] != IGNORE
         targets = inputs["shift_labels"][mask]
         head = causal_lm(model).get_output_embeddings()
@@ -152,13 +153,14 @@ class AiroadTrainer(Trainer):
             with peft_model.disable_adapter(), torch.no_grad():
                 t_hidden = final_hidden(peft_model, inputs)[mask]
             teacher = DenseTeacher(t_hidden, head, self.kl_tau)
-        ce, kl = head_losses(hidden, head, targets, teacher, self.kl_tau, self.loss_chunk)
-        return ce, kl, int(mask.sum())
+        w = self.kl_lambda * self.kl_tau**2
+        total, ce, kl = head_loss(hidden, head, targets, teacher, self.kl_tau, self.loss_chunk, w)
+        return total, ce, kl, int(mask.sum())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        ce, kl, n = self._losses(model, inputs, with_kl=self.kl_lambda > 0)
+        total, ce, kl, n = self._losses(model, inputs, with_kl=self.kl_lambda > 0)
         denom = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
-        loss = (ce + self.kl_lambda * self.kl_tau**2 * kl) / denom
+        loss = total / denom
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # DDP averages gradients over ranks, but denom already counts every rank's tokens.
             loss = loss * self.accelerator.num_processes
@@ -216,7 +218,7 @@ class AiroadTrainer(Trainer):
         with torch.no_grad():
             for batch in loader:
                 batch = self._prepare_inputs(batch)
-                ce, _, n = self._losses(model, batch, with_kl=False)
+                _, ce, _, n = self._losses(model, batch, with_kl=False)
                 ce_total += float(ce)
                 n_total += n
         if was_training:

@@ -1,0 +1,120 @@
+"""FastDropout has nn.Dropout's contract; cached DoRA norms equal PEFT's and follow every update."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from airoad.sft.dora_cache import cache_dora_norms
+from airoad.sft.fast_dropout import FastDropout, keep_mask, use_fast_lora_dropout
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
+def test_keep_mask_drops_p_of_the_elements(p):
+    torch.manual_seed(0)
+    n = 3_000_001  # not a multiple of the 3 lanes per word
+    mask, p_eff = keep_mask(n, p)
+    assert mask.shape == (n,) and mask.dtype == torch.bool
+    assert abs(p_eff - p) <= 0.5 / 65536
+    # binomial std is <= 2.9e-4 here; 5 sigma
+    assert abs(1.0 - mask.float().mean().item() - p_eff) < 1.5e-3
+    # each lane of a word is its own draw: the 3 lanes drop at the same rate, uncorrelated
+    lanes = (~mask[: n - n % 3]).view(-1, 3).float()
+    rates = lanes.mean(0)
+    assert torch.all((rates - p_eff).abs() < 3e-3), rates
+    both = (lanes[:, 0] * lanes[:, 1]).mean().item()
+    assert abs(both - p_eff**2) < 3e-3
+
+
+def test_fast_dropout_contract():
+    torch.manual_seed(0)
+    x = torch.randn(64, 896, requires_grad=True)
+    d = FastDropout(0.1).train()
+    y = d(x)
+    kept = y != 0
+    p_eff = round(0.1 * 65536) / 65536
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p_eff))
+    assert 0.05 < 1 - kept.float().mean().item() < 0.15
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p_eff))  # d(sum)/dx = mask * scale
+    assert d.eval()(x) is x and FastDropout(0.0).train()(x) is x
+    # seeded like torch's own dropout: same seed, same mask
+    torch.manual_seed(3)
+    a = d.train()(x)
+    torch.manual_seed(3)
+    b = d(x)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        FastDropout(1.0)
+
+
+def test_every_lora_dropout_is_swapped(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj", "down_proj"])
+    pm = get_peft_model(model, cfg)
+    before = sum(type(m) is nn.Dropout for m in pm.modules())
+    assert before > 0 and use_fast_lora_dropout(pm) == before
+    assert sum(type(m) is nn.Dropout for m in pm.modules()) == 0
+    assert all(m.p == 0.1 for m in pm.modules() if isinstance(m, FastDropout))
+
+
+def _dora_model(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, use_dora=True, target_modules=["q_proj", "down_proj"]
+    )
+    pm = get_peft_model(model, cfg)
+    for n, p in pm.named_parameters():  # B = 0 at init would make every norm ||W||
+        if "lora_B" in n:
+            nn.init.normal_(p, std=0.05)
+    return pm
+
+
+def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir):
+    from peft.tuners.lora.dora import DoraLinearLayer
+
+    ids = torch.randint(0, 100, (2, 12))
+    plain, cached = _dora_model(tiny_model_dir), _dora_model(tiny_model_dir)
+    assert cache_dora_norms(cached) == sum(type(m) is DoraLinearLayer for m in cached.modules()) > 0
+    calls = {"n": 0}
+    original = DoraLinearLayer.get_weight_norm
+
+    def counting(self, *a, **kw):
+        calls["n"] += 1
+        return original(self, *a, **kw)
+
+    # fused: the HF Trainer's default, and it does not bump parameters' version counters
+    opts = [
+        torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, fused=True)
+        for m in (plain, cached)
+    ]
+    n_layers = sum(type(m) is DoraLinearLayer for m in cached.modules())
+    for step in range(3):
+        for model, opt in zip((plain, cached), opts, strict=True):
+            DoraLinearLayer.get_weight_norm = counting
+            calls["n"] = 0
+            try:
+                for _ in range(2):  # two micro-batches per optimizer step
+                    model(input_ids=ids, labels=ids).loss.backward()
+            finally:
+                DoraLinearLayer.get_weight_norm = original
+            # the cached model computes each norm once per step, PEFT twice
+            assert calls["n"] == n_layers * (1 if model is cached else 2), (step, calls)
+            opt.step()
+            opt.zero_grad()
+        for a, b in zip(plain.parameters(), cached.parameters(), strict=True):
+            assert torch.equal(a, b), step  # bit-identical training
+    with torch.no_grad():  # a direct load (copy_) invalidates too
+        for n, p in cached.named_parameters():
+            if "lora_A" in n:
+                p.copy_(torch.randn_like(p))
+        plain.load_state_dict(cached.state_dict())
+        torch.testing.assert_close(cached(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=0, atol=0)
