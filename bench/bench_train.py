@@ -7,8 +7,10 @@ Each variant runs in its own subprocess (clean peak RSS): plain TRL + PEFT LoRA 
 airoad LoRA, DoRA, LoRA+KL, DoRA+KL, LoRA+KL with the teacher cache over several epochs, and
 LoRA with each step's examples packed into one forward (same examples and loss, more memory).
 Reported per variant: tokens/s (non-pad tokens processed / training seconds), peak RSS, seconds
-per optimizer step, first and last loss, and ratios against the anchor of the same run. The table
-goes to stdout and to BENCHMARKS.md (with machine, versions and this exact command).
+per optimizer step, first and last loss, and ratios against the anchor of the same run. The anchor
+and airoad LoRA run twice by default (``--repeat``), the second time after every other variant,
+because this machine's speed drifts by ~10 % over minutes. The table goes to stdout and to
+BENCHMARKS.md (with machine, versions and this exact command).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
-VARIANTS = ("trl", "trl_gc", "lora", "dora", "lora_kl", "dora_kl", "lora_kl_cache", "lora_packed")
+# Order: the pairs compared against each other run close together in time.
+VARIANTS = ("trl", "lora", "dora", "lora_kl", "dora_kl", "lora_packed", "trl_gc", "lora_kl_cache")
 # Shared settings: the anchor and airoad see the same numbers.
 LORA = {
     "r": 16,
@@ -208,6 +211,30 @@ def run_worker(a: argparse.Namespace) -> None:
     print("BENCH_RESULT " + json.dumps(res), flush=True)
 
 
+def run_variant(v: str, data: Path) -> dict:
+    """One variant in a fresh subprocess; its BENCH_RESULT, or {"error": last stderr line}."""
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", v, "--prepared", str(data)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
+    return json.loads(line[13:]) if line else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+
+
+def combine(rs: list[dict]) -> dict:
+    """Several runs of one variant -> one row: summed tokens and seconds (so tokens/s is the pooled
+    rate), mean peak RSS, the first run's losses, and each run's tokens/s for the record."""
+    ok = [r for r in rs if "error" not in r]
+    if not ok:
+        return rs[0]
+    out = dict(ok[0])
+    out["tokens"] = sum(r["tokens"] for r in ok)
+    out["train_s"] = sum(r["train_s"] for r in ok)
+    out["steps"] = ok[0]["steps"]
+    out["peak_rss_gb"] = sum(r["peak_rss_gb"] for r in ok) / len(ok)
+    out["runs_tps"] = [r["tokens"] / r["train_s"] for r in ok]
+    out["train_s_per_step"] = out["train_s"] / sum(r["steps"] for r in ok)
+    return out
+
+
 def table(results: dict[str, dict]) -> str:
     anchor = results.get("trl")
     lines = [
@@ -220,7 +247,7 @@ def table(results: dict[str, dict]) -> str:
             lines.append(f"| {name} | failed: {r['error'][:60]} | | | | | | | |")
             continue
         tps = r["tokens"] / r["train_s"]
-        sps = r["train_s"] / max(r["steps"], 1)
+        sps = r.get("train_s_per_step", r["train_s"] / max(r["steps"], 1))
         x_tps = (
             f"{tps / (anchor['tokens'] / anchor['train_s']):.2f}" if anchor and "error" not in anchor else "-"
         )
@@ -228,8 +255,10 @@ def table(results: dict[str, dict]) -> str:
         # Per token, not per step: the cache variant runs more steps over the same examples, and
         # steps differ in length; for equal steps and data the two ratios are the same number.
         x_lora = f"{(lora['tokens'] / lora['train_s']) / tps:.2f}" if lora and "error" not in lora else "-"
+        runs = r.get("runs_tps", [])
+        runs_note = f" ({', '.join(f'{x:.1f}' for x in runs)})" if len(runs) > 1 else ""
         lines.append(
-            f"| {name} | {r['steps']} | {tps:.1f} | {x_tps} | {r['peak_rss_gb']:.2f} | {x_rss} | {sps:.2f} | "
+            f"| {name} | {r['steps']}{' x ' + str(len(runs)) if len(runs) > 1 else ''} | {tps:.1f}{runs_note} | {x_tps} | {r['peak_rss_gb']:.2f} | {x_rss} | {sps:.2f} | "
             f"{x_lora} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} |"
         )
     return "\n".join(lines)
@@ -269,6 +298,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each --repeat_variants variant")
+    ap.add_argument(
+        "--repeat_variants",
+        default="trl,lora",
+        help="variants run --repeat times (the others once); tokens/s is pooled over the runs",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--prepared", help=argparse.SUPPRESS)
@@ -278,16 +313,17 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="airoad-bench-"))
     data = prepare_data(a.data, a.examples, work)
-    results: dict[str, dict] = {}
-    for v in a.variants.split(","):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", v, "--prepared", str(data)]
+    runs: dict[str, list[dict]] = {}
+    # The machine's speed drifts (a shared VM: +-10 % between minutes, measured), so the variants
+    # named in --repeat_variants run again after the others and their runs are averaged.
+    order = a.variants.split(",")
+    order += [v for _ in range(a.repeat - 1) for v in a.repeat_variants.split(",") if v in order]
+    for v in order:
         t0 = time.time()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
-        results[v] = (
-            json.loads(line[13:]) if line else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
-        )
-        print(f"{v}: {time.time() - t0:.0f}s {results[v] if 'error' in results[v] else ''}", flush=True)
+        res = run_variant(v, data)
+        runs.setdefault(v, []).append(res)
+        print(f"{v}: {time.time() - t0:.0f}s {res}", flush=True)
+    results = {v: combine(rs) for v, rs in runs.items()}
     report = "\n".join(
         [
             f"## Training benchmark ({time.strftime('%Y-%m-%d')})",
@@ -296,7 +332,8 @@ def main() -> None:
             f"Command: `python bench/bench_train.py {' '.join(sys.argv[1:])}`",
             "",
             f"Model {a.model.name}, {a.examples} examples of {a.data.name}, seq <= {a.seq}, batch 1 x accum {a.accum}, "
-            f"{a.steps} steps ({a.cache_steps} for *_cache, end to end incl. cache build), LoRA r{LORA['r']} on attn+MLP, fp32 CPU.",
+            f"{a.steps} steps ({a.cache_steps} for *_cache, end to end incl. cache build), LoRA r{LORA['r']} on attn+MLP, fp32 CPU. "
+            f"{a.repeat_variants} ran {a.repeat}x (the repeats after all the others; tokens/s pooled, each run's in brackets).",
             "",
             table(results),
             "",

@@ -101,8 +101,14 @@ print("after step0", rss(), flush=True)
 t0 = time.time()
 tk = 0
 for i in range(1, int(os.environ.get("STEPS", 3)) + 1):
-    tk += step(i)
-    print(i, rss(), flush=True)
+    ts = time.time()
+    n_i = step(i)
+    tk += n_i
+    print(
+        f"step {i}: {n_i} tokens, {time.time() - ts:.1f}s, {n_i / (time.time() - ts):.1f} tok/s;",
+        rss(),
+        flush=True,
+    )
 dt = time.time() - t0
 print(f"{variant} pack{pack}: {tk} tokens in {dt:.1f}s = {tk / dt:.1f} tok/s", flush=True)
 if os.environ.get("PROFILE"):
