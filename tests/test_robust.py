@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
@@ -241,6 +242,10 @@ def test_resume_refuses_what_would_not_continue_the_run(short_run, tmp_path, cap
     assert "pick one" in line
     (line,) = errors("--resume", "true", "--output_dir", str(tmp_path / "fresh"))
     assert "has no checkpoint" in line and not (tmp_path / "fresh").exists()
+    data = Path(yaml.safe_load((short_run / "run_config.yaml").read_text())["dataset_path"])
+    data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])  # one row more
+    (line,) = errors("--resume", "true")
+    assert f"dataset_path {data} changed since the run" in line and "restore the file" in line
 
 
 def test_resume_skips_a_checkpoint_cut_short_while_saving(short_run, tiny_model_dir, chat_file, tmp_path):
@@ -405,6 +410,18 @@ def test_load_in_4bit_without_bitsandbytes_names_the_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DeviceError, match="bitsandbytes is not installed: `pip install bitsandbytes`"):
         check_4bit("cuda")
+
+
+def test_liger_without_the_package_names_the_install(monkeypatch):
+    import importlib.util
+
+    from airoad.devices import DeviceError, check_liger
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(
+        DeviceError, match="liger-kernel is not installed: `pip install liger-kernel`, or set `liger: false`"
+    ):
+        check_liger("cuda")
 
 
 @pytest.mark.parametrize(

@@ -30,11 +30,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: airoad <command> [options]   (airoad <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+def usage(table: dict[str, tuple[str, str]] = COMMANDS, prog: str = "airoad", noun: str = "command") -> str:
+    width = max(map(len, table))
+    lines = [f"usage: {prog} <{noun}> [options]   ({prog} <{noun}> --help for its options)", "", f"{noun}s:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in table.items()]
     return "\n".join(lines)
+
+
+def dispatch(
+    table: dict[str, tuple[str, str]],
+    argv: list[str],
+    prog: str,
+    noun: str,
+    call: Callable[[object, list[str]], int] = lambda module, rest: module.main(rest),
+    what: str | None = None,
+) -> int:
+    """``prog <name> rest...``: usage on no name or --help; one error line with the closest name for an
+    unknown one; else import ``table[name]``'s module (lazily: `--help` loads no torch) and ``call`` it."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(table, prog, noun))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in table:
+        from airoad.config import closest
+
+        hint = closest(name, list(table))
+        fix = f"did you mean `{prog} {hint}`?" if hint else f"see `{prog} --help`"
+        print(f"error: unknown {what or noun} {name!r}; {fix}", file=sys.stderr)
+        return 2
+    return call(importlib.import_module(table[name][0]), rest)
 
 
 def run_guarded(fn: Callable[[], int]) -> int:
@@ -60,20 +84,7 @@ def run_guarded(fn: Callable[[], int]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        from airoad.config import closest
-
-        hint = closest(name, list(COMMANDS))
-        fix = f"did you mean `airoad {hint}`?" if hint else "see `airoad --help`"
-        print(f"error: unknown command {name!r}; {fix}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest)
+    return dispatch(COMMANDS, sys.argv[1:] if argv is None else argv, "airoad", "command")
 
 
 if __name__ == "__main__":

@@ -51,34 +51,29 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
     return dtype
 
 
-def check_4bit(device: str) -> None:
-    """QLoRA needs bitsandbytes' CUDA kernels; say so before any data or weights load."""
+def require_cuda_package(key: str, needs: str, device: str, module: str, pip_name: str) -> None:
+    """DeviceError (one line naming ``key`` and how to turn it off) unless the run is on CUDA and
+    ``module`` is importable; called before any data or weights load."""
     import importlib.util
 
     if device != "cuda":
         raise DeviceError(
-            f"load_in_4bit needs CUDA and bitsandbytes; this run is on {device}: set "
-            "`load_in_4bit: false` (plain LoRA) or run on a CUDA GPU"
+            f"{key} needs {needs}; this run is on {device}: set `{key}: false` or run on a CUDA GPU"
         )
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if importlib.util.find_spec(module) is None:
         raise DeviceError(
-            "load_in_4bit needs CUDA and bitsandbytes; bitsandbytes is not installed: "
-            "`pip install bitsandbytes`, or set `load_in_4bit: false`"
+            f"{key} needs {needs}; {pip_name} is not installed: `pip install {pip_name}`, or set `{key}: false`"
         )
+
+
+def check_4bit(device: str) -> None:
+    """QLoRA needs bitsandbytes' CUDA kernels."""
+    require_cuda_package("load_in_4bit", "CUDA and bitsandbytes", device, "bitsandbytes", "bitsandbytes")
 
 
 def check_liger(device: str) -> None:
     """Liger's kernels are Triton (CUDA); CPU and MPS keep the pure-PyTorch path."""
-    import importlib.util
-
-    if device != "cuda":
-        raise DeviceError(
-            f"liger needs a CUDA GPU (Triton kernels); this run is on {device}: set `liger: false`"
-        )
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise DeviceError(
-            "liger: liger-kernel is not installed: `pip install liger-kernel`, or set `liger: false`"
-        )
+    require_cuda_package("liger", "a CUDA GPU (Triton kernels)", device, "liger_kernel", "liger-kernel")
 
 
 def describe() -> dict[str, object]:

@@ -85,12 +85,14 @@ def load_widened(auto_cls: Any, name: str, dtype: torch.dtype, **kw: Any) -> Any
     checkpoint is stored narrower than ``dtype`` (bf16/fp16 file, fp32 training)."""
     from transformers import AutoConfig
 
-    stored = checkpoint_dtype(
-        AutoConfig.from_pretrained(name, trust_remote_code=kw.get("trust_remote_code", False))
+    config = kw.pop("config", None) or AutoConfig.from_pretrained(
+        name, trust_remote_code=kw.get("trust_remote_code", False)
     )
+    stored = checkpoint_dtype(config)
     narrower = stored is not None and stored.is_floating_point and stored.itemsize < dtype.itemsize
+    # The config read here is handed on, so the model's config is read from disk once.
     if not narrower or dtype != torch.float32 or kw.get("quantization_config") is not None:
-        return auto_cls.from_pretrained(name, dtype=dtype, **kw)
-    model = auto_cls.from_pretrained(name, dtype=stored, **kw)
+        return auto_cls.from_pretrained(name, config=config, dtype=dtype, **kw)
+    model = auto_cls.from_pretrained(name, config=config, dtype=stored, **kw)
     widen_(model, dtype)
     return model

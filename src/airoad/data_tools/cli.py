@@ -8,9 +8,6 @@ airoad data mix --inputs a.jsonl:3 b.jsonl:1 --out mix.jsonl --shuffle --dedupe
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 # name -> (module with main(argv) -> int, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
     "stats": (
@@ -29,33 +26,8 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
-def usage() -> str:
-    width = max(map(len, TOOLS))
-    lines = [
-        "usage: airoad data <tool> [options]   (airoad data <tool> --help for its options)",
-        "",
-        "tools:",
-    ]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in TOOLS.items()]
-    return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of `airoad data`; returns the exit status (2 with `error:` lines for user mistakes)."""
+def _guarded(module: object, rest: list[str]) -> int:
     from airoad.cli import run_guarded
-
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in TOOLS:
-        from airoad.config import closest
-
-        hint = closest(name, list(TOOLS))
-        fix = f"did you mean `airoad data {hint}`?" if hint else "see `airoad data --help`"
-        print(f"error: unknown data tool {name!r}; {fix}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(TOOLS[name][0])
 
     def go() -> int:
         try:
@@ -64,3 +36,10 @@ def main(argv: list[str]) -> int:
             return e.code if isinstance(e.code, int) else 0
 
     return run_guarded(go)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `airoad data`; returns the exit status (2 with `error:` lines for user mistakes)."""
+    from airoad.cli import dispatch
+
+    return dispatch(TOOLS, argv, "airoad data", "tool", _guarded, what="data tool")

@@ -287,8 +287,11 @@ class RunCheckpoint(TrainerCallback):
     early-stop counters and the training time so far, so a resumed run's logs and metrics cover
     the whole run. The file is written last, atomically: see STATE_FILE."""
 
-    def __init__(self, state: RunState, stateful: list[Resumable], world_size: int):
+    def __init__(
+        self, state: RunState, stateful: list[Resumable], world_size: int, data_sha256: str | None = None
+    ):
         self.s, self.stateful, self.world_size = state, stateful, world_size
+        self.data_sha256 = data_sha256  # a resume checks the training data is still the same file
         self.totals: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set to trainer.run_totals
 
     def on_save(self, args, state, control, **kw):
@@ -299,6 +302,7 @@ class RunCheckpoint(TrainerCallback):
         saved = {
             "step": state.global_step,
             "world_size": self.world_size,
+            "data_sha256": self.data_sha256,
             "train_s": round(self.s.elapsed(), 3),
             "tokens": tokens,
             "trained_tokens": trained,

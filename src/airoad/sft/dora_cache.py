@@ -12,7 +12,8 @@ parameters without bumping their version counters, measured). On a miss the norm
 PEFT's own code, so the values are bit-identical to PEFT's.
 
 The cached value is a [out] vector per module, so memory does not grow. Conv DoRA layers keep
-PEFT's behaviour.
+PEFT's behaviour. Not seen: writes through ``param.data`` (a separate version counter) outside an
+optimizer step; replace adapter weights with ``load_state_dict``/``copy_`` (what PEFT does).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.errors import UserError
-from airoad.sft.data import DataError, Example, LoadStats, load_conversations, tokenize_all
+from airoad.sft.data import DataError, Example, LoadStats, file_sha256, load_conversations, tokenize_all
 from airoad.sft.schema import PER_INVOCATION, TrainConfig
 
 CHECKPOINTS = "checkpoints"  # HF writes checkpoint-N dirs here (save_every_steps)
@@ -100,8 +100,8 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> Path:
             "when that is > 0); start over with --overwrite true, or drop --resume"
         )
     ckpt = done[-1]
-    problems = resume_mismatches(cfg, out)
     saved = read_checkpoint_state(ckpt)
+    problems = resume_mismatches(cfg, out) + data_changed(cfg, out, saved.get("data_sha256"))
     if saved["step"] >= cfg.max_steps and not problems:
         raise RunError(
             f"--resume true: the run in {out} already finished ({ckpt.name} is step {saved['step']} "
@@ -116,6 +116,19 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> Path:
     if problems:
         raise RunError(problems)
     return ckpt
+
+
+def data_changed(cfg: TrainConfig, out: Path, saved_sha: str | None) -> list[str]:
+    """One line if dataset_path's bytes differ from those the run in ``out`` trained on."""
+    path = Path(cfg.dataset_path)
+    now = file_sha256(path) if saved_sha and path.is_file() else saved_sha
+    if now == saved_sha:
+        return []
+    return [
+        f"--resume true: dataset_path {path} changed since the run in {out} started (sha256 "
+        f"{now[:12]}, was {saved_sha[:12]}); a resumed run would train on other data in "
+        "the saved order: restore the file, or start over with --overwrite true"
+    ]
 
 
 def resume_mismatches(cfg: TrainConfig, out: Path) -> list[str]:
@@ -426,7 +439,7 @@ def _fit(
             cb.EvalPlateauStop(state, cfg.eval_patience, cfg.min_delta, cfg.early_stop_min_steps)
         )
     stateful = [c for c in callbacks if isinstance(c, cb.Resumable)]
-    checkpointer = cb.RunCheckpoint(state, stateful, ranks)
+    checkpointer = cb.RunCheckpoint(state, stateful, ranks, file_sha256(cfg.dataset_path))
     callbacks += [cb.StopSync(state, checkpoints=cfg.save_every_steps > 0), checkpointer]
     trainer = AiroadTrainer(
         model=model,
