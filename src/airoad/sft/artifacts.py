@@ -136,7 +136,7 @@ def save_run(
     write_run_config(cfg, out)
     data = {
         "path": cfg.dataset_path,
-        "sha256": file_sha256(cfg.dataset_path),
+        "sha256": state.data_sha256,  # hashed when training started, not after
         "stats": dataclasses.asdict(stats),
     }
     if cfg.dev_path:

@@ -44,6 +44,7 @@ class RunState:
     train_s_prior: float = 0.0  # training seconds of the run's segments before a resume
     resumed_from: int | None = None  # checkpoint step this invocation resumed from
     non_finite: str = ""  # what was not finite, and where, for the stop message
+    data_sha256: str = ""  # of dataset_path when training started: run_info and checkpoints record it
 
     def stop(self, control: Any, reason: str) -> None:
         if self.stop_reason == "max_steps":
@@ -287,11 +288,8 @@ class RunCheckpoint(TrainerCallback):
     early-stop counters and the training time so far, so a resumed run's logs and metrics cover
     the whole run. The file is written last, atomically: see STATE_FILE."""
 
-    def __init__(
-        self, state: RunState, stateful: list[Resumable], world_size: int, data_sha256: str | None = None
-    ):
+    def __init__(self, state: RunState, stateful: list[Resumable], world_size: int):
         self.s, self.stateful, self.world_size = state, stateful, world_size
-        self.data_sha256 = data_sha256  # a resume checks the training data is still the same file
         self.totals: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set to trainer.run_totals
 
     def on_save(self, args, state, control, **kw):
@@ -302,7 +300,7 @@ class RunCheckpoint(TrainerCallback):
         saved = {
             "step": state.global_step,
             "world_size": self.world_size,
-            "data_sha256": self.data_sha256,
+            "data_sha256": self.s.data_sha256,  # a resume checks the data is still the same file
             "train_s": round(self.s.elapsed(), 3),
             "tokens": tokens,
             "trained_tokens": trained,

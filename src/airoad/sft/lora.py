@@ -58,10 +58,10 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
     adapter update (:mod:`airoad.sft.dora_cache`); neither changes what is saved."""
     from peft import LoraConfig, get_peft_model
 
-    targets = target_modules(model, cfg.lora_target_mode)
     from airoad.sft.dora_cache import cache_dora_norms
     from airoad.sft.fast_dropout import use_fast_lora_dropout
 
+    targets = target_modules(model, cfg.lora_target_mode)
     lcfg = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,

@@ -64,17 +64,20 @@ class TopKTeacher:
         s_tail = (1.0 - s_logp_k.exp().sum(-1)).clamp_min(EPS)
         return idx, t_logp, t_tail, s_logp_k, s_tail
 
-    def kl(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
-        _, t_logp, t_tail, s_logp_k, s_tail = self._parts(s_logp, s, e)
+    @staticmethod
+    def _kl(t_logp, t_tail, s_logp_k, s_tail) -> torch.Tensor:
         top = (t_logp.exp() * (t_logp - s_logp_k)).sum()
         return top + (t_tail * (t_tail.log() - s_tail.log())).sum()
+
+    def kl(self, s_logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        _, t_logp, t_tail, s_logp_k, s_tail = self._parts(s_logp, s, e)
+        return self._kl(t_logp, t_tail, s_logp_k, s_tail)
 
     def kl_and_target(self, s_logp: torch.Tensor, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Tail mass is spread like the student's own distribution outside the top-k.
         idx, t_logp, t_tail, s_logp_k, s_tail = self._parts(s_logp, s, e)
-        kl = (t_logp.exp() * (t_logp - s_logp_k)).sum() + (t_tail * (t_tail.log() - s_tail.log())).sum()
         q = s_logp.exp().mul_((t_tail / s_tail)[:, None])
-        return kl, q.scatter_(1, idx, t_logp.exp())
+        return self._kl(t_logp, t_tail, s_logp_k, s_tail), q.scatter_(1, idx, t_logp.exp())
 
 
 Teacher = DenseTeacher | TopKTeacher
@@ -97,16 +100,15 @@ def _chunk(h, weight, bias, tgt, teacher, s, e, tau, w, want_grad):
     logits = _chunk_logits(h, weight, bias)
     logp = torch.log_softmax(logits, dim=-1)
     ce = -logp.gather(1, tgt[:, None]).sum()
-    kl = logp.new_zeros(())
-    grad = q = p_tau = None
+    s_logp = None
     if teacher is not None:
         s_logp = logp if tau == 1.0 else torch.log_softmax(logits.div_(tau), dim=-1)
-        del logits
+    del logits
+    kl, grad, q, p_tau = logp.new_zeros(()), None, None, None
+    if s_logp is not None:
         kl, q = teacher.kl_and_target(s_logp, s, e) if want_grad else (teacher.kl(s_logp, s, e), None)
         p_tau = None if (tau == 1.0 or not want_grad) else s_logp.exp_()
         del s_logp
-    else:
-        del logits
     if want_grad:
         grad = logp.exp_()  # softmax, in logp's memory
         if q is not None and p_tau is None:  # tau = 1: (1 + w) p - w q

@@ -421,7 +421,7 @@ def _fit(
         f"({100 * trainable / total:.3f}%); global batch {global_batch(cfg)} = "
         f"{cfg.per_device_batch_size} x {cfg.grad_accum} accum x {ranks} process(es)"
     )
-    state = cb.RunState(t_start=t_start, max_steps=cfg.max_steps)
+    state = cb.RunState(t_start=t_start, max_steps=cfg.max_steps, data_sha256=file_sha256(cfg.dataset_path))
     interrupt = cb.InterruptStop(state, printer)
     callbacks = [
         cb.LossLogger(state, out, flush_every=cfg.print_every_steps),
@@ -439,7 +439,7 @@ def _fit(
             cb.EvalPlateauStop(state, cfg.eval_patience, cfg.min_delta, cfg.early_stop_min_steps)
         )
     stateful = [c for c in callbacks if isinstance(c, cb.Resumable)]
-    checkpointer = cb.RunCheckpoint(state, stateful, ranks, file_sha256(cfg.dataset_path))
+    checkpointer = cb.RunCheckpoint(state, stateful, ranks)
     callbacks += [cb.StopSync(state, checkpoints=cfg.save_every_steps > 0), checkpointer]
     trainer = AiroadTrainer(
         model=model,
