@@ -16,6 +16,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _bf16_units() -> bool:
+    from airoad.devices import cpu_bf16_units
+
+    return cpu_bf16_units()
+
+
+# The bf16 path's own tests: they run where the CPU has bf16 units (elsewhere bf16 matmuls are
+# emulated, hundreds of times slower, and no run picks bf16 by default).
+needs_bf16 = pytest.mark.skipif(
+    not _bf16_units(),
+    reason="this CPU has no bf16 units (avx512_bf16 / amx_bf16): no run trains in bf16 here",
+)
+# Compared against fp32 references: pin the precision, whatever `dtype: auto` picks on this CPU.
+FP32 = ("--dtype", "float32")
+BF16 = ("--dtype", "bfloat16")
 SHARED = REPO.parent / "shared"
 TOKENIZER_DIR = SHARED / "fixtures" / "qwen2.5-tokenizer"
 

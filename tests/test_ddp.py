@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from conftest import FP32, write_jsonl
 
 from airoad.config import load_config
 from airoad.sft.run import RUN_FILES, train
@@ -53,6 +53,7 @@ def common(model_dir, data, out) -> list[str]:
         "1",
         "--device",
         "cpu",
+        *FP32,  # a comparison of sums: fp32 on every CPU, whatever `dtype: auto` picks here
     ]
 
 
@@ -72,12 +73,17 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tiny_model_
     ddp, single = (json.loads((d / "train_log.json").read_text()) for d in (ddp_out, single_out))
     assert [r["step"] for r in ddp] == [r["step"] for r in single] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(ddp, single, strict=True):
-        # the same 4 examples per step, gradients averaged over ranks = one process's 4-example step
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == pytest.approx(b["lr"])
+        # The same 4 examples per step, gradients averaged over ranks = one process's 4-example step,
+        # up to the order of the sums: one process adds the 4 micro-batch gradients in turn, gloo adds
+        # each rank's pair, then the ranks (~1e-7 relative in fp32). Step 1 runs on identical weights;
+        # later steps inherit the differing rounding through AdamW, which divides each gradient entry by
+        # its own running size and so passes a relative error on unshrunk, whatever the entry's size.
+        rel = 1e-6 if a["step"] == 1 else 2e-5
+        assert a["loss"] == pytest.approx(b["loss"], rel=rel) and a["lr"] == pytest.approx(b["lr"])
         assert a["tokens"] == b["tokens"]  # whole-job count: both ranks' tokens summed
     tm, tm1 = (json.loads((d / "time_metrics.json").read_text()) for d in (ddp_out, single_out))
     assert tm["steps"] == tm1["steps"] == 6 and tm["train_tokens"] == tm1["train_tokens"]
-    assert tm["tokens_per_s"] == pytest.approx(tm["train_tokens"] / tm["train_s"], rel=1e-2)
+    assert tm["wall_tokens_per_s"] == pytest.approx(tm["train_tokens"] / tm["train_s"], rel=1e-2)
     info = json.loads((ddp_out / "run_info.json").read_text())
     assert (info["world_size"], info["global_batch"]) == (2, 4)
 

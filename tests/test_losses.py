@@ -120,7 +120,8 @@ def test_topk_kl_is_a_lower_bound_that_reaches_exact_at_full_vocab():
         for k in (1, 5, 20, 60, 101):
             topk, _ = topk_from(head, th, 1.0, k)
             approx = head_losses_reference(hidden, head, tgt, topk, 1.0)[1]
-            assert approx <= exact + 1e-6
+            # relative: the KL is ~300 here, where one fp32 ulp is already ~3e-5
+            assert approx <= exact * (1 + 1e-6)
             errors.append(float(exact - approx))
-    assert errors == sorted(errors, reverse=True)  # more buckets, closer to exact
-    assert errors[-1] < 1e-4  # k = V: exact
+    assert errors[:-1] == sorted(errors[:-1], reverse=True)  # more buckets, closer to exact
+    assert abs(errors[-1]) <= 1e-6 * float(exact)  # k = V: exact, to fp32 rounding

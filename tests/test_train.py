@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import BF16, CHAT_ROWS, FP32, needs_bf16, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.config import load_config
@@ -83,6 +83,23 @@ def test_cli_run_writes_exactly_the_promised_files(
     printed = capsys.readouterr().out
     assert "data: 12 loaded (9 ChatML, 3 Alpaca wrapped)" in printed and "trainable" in printed
     assert "   step     loss       ce       kl        lr    tok/s  elapsed      eta" in printed
+    # every pause is announced: loading, each dev eval (before it runs), saving; then a summary
+    lines = printed.splitlines()
+    assert lines.index(f"loading model: {tiny_model_dir}") < next(
+        i for i, line in enumerate(lines) if line.startswith("model: ")
+    )
+    evals = [i for i, line in enumerate(lines) if line.endswith("evaluating on 12 dev examples ...")]
+    assert [lines[i].split()[0] for i in evals] == ["3", "6"]
+    assert all(lines[i + 1].split()[:2] == [lines[i].split()[0], "eval_loss"] for i in evals)
+    assert any(
+        line.startswith(f"saving the adapter, tokenizer, logs and loss curve to {out}") for line in lines
+    )
+    summary = next(line for line in lines if line.startswith("summary: "))
+    assert "dev loss" in summary and "tokens/s in training steps" in summary and "with the" in summary
+    assert lines[-1] == (
+        f"results: adapter {out / 'adapter_model.safetensors'}; loss curve {out / 'loss_curve.png'}; "
+        f"logs {out / 'train_log.csv'}"
+    )
 
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -107,11 +124,19 @@ def test_cli_run_writes_exactly_the_promised_files(
         "total_s",
         "steps",
         "steps_per_s",
+        "eval_s",
         "train_tokens",
-        "tokens_per_s",
+        "step_tokens_per_s",
+        "wall_tokens_per_s",
         "stop_reason",
     ):
         assert key in tm
+    # two rates, named apart: the live line's (training steps only) and the one with the dev evals
+    assert tm["eval_s"] > 0 and tm["step_tokens_per_s"] > tm["wall_tokens_per_s"]
+    assert tm["step_tokens_per_s"] == pytest.approx(
+        tm["train_tokens"] / (tm["train_s"] - tm["eval_s"]), rel=1e-2
+    )
+    assert tm["wall_tokens_per_s"] == pytest.approx(tm["train_tokens"] / tm["train_s"], rel=1e-2)
     assert (
         tm["steps"] == 6
         and tm["stop_reason"] == "max_steps"
@@ -127,27 +152,50 @@ def test_cli_run_writes_exactly_the_promised_files(
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_adapter_loads_with_plain_peft_and_reproduces_logits(tiny_model_dir, chat_file, tmp_path):
+def _adapter_reproduces_logits(model_dir, data, out, dtype_flag, **tol) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out, trainer = train(cfg_for(tiny_model_dir, chat_file, tmp_path / "run"), printer=lambda *_: None)
+    out, trainer = train(cfg_for(model_dir, data, out, *dtype_flag), printer=lambda *_: None)
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     trainer.model.eval()
     with torch.no_grad():
         expected = trainer.model(input_ids=ids).logits
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    dtype = getattr(torch, dtype_flag[1])
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     loaded = PeftModel.from_pretrained(base, out).eval()
+    assert next(loaded.base_model.model.model.parameters()).dtype == dtype
     with torch.no_grad():
-        torch.testing.assert_close(loaded(input_ids=ids).logits, expected)
+        torch.testing.assert_close(loaded(input_ids=ids).logits, expected, **tol)
 
 
-@pytest.mark.parametrize("dora", [False, True])
-def test_adapters_change_and_base_weights_do_not(tiny_model_dir, chat_file, tmp_path, dora):
+def test_adapter_loads_with_plain_peft_and_reproduces_logits(tiny_model_dir, chat_file, tmp_path):
+    _adapter_reproduces_logits(tiny_model_dir, chat_file, tmp_path / "run", FP32)
+
+
+@needs_bf16
+def test_bf16_adapter_loads_with_plain_peft_and_reproduces_bf16_logits(tiny_model_dir, chat_file, tmp_path):
+    # bf16 keeps 8 significant bits: one rounding step of a logit is ~0.4 %
+    _adapter_reproduces_logits(tiny_model_dir, chat_file, tmp_path / "run", BF16, rtol=1.6e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype_flag", [FP32, pytest.param(BF16, marks=needs_bf16)], ids=lambda f: f[1])
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_adapters_change_and_base_weights_do_not(tiny_model_dir, chat_file, tmp_path, dora, dtype_flag):
     from transformers import AutoModelForCausalLM
 
+    dtype = getattr(torch, dtype_flag[1])
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
-    cfg = cfg_for(tiny_model_dir, chat_file, tmp_path / "run", "--use_dora", str(dora), "--lora_dropout", "0")
+    cfg = cfg_for(
+        tiny_model_dir,
+        chat_file,
+        tmp_path / "run",
+        "--use_dora",
+        str(dora),
+        "--lora_dropout",
+        "0",
+        *dtype_flag,
+    )
     _, trainer = train(cfg, printer=lambda *_: None)
     named = dict(trainer.model.named_parameters())
     lora_b = [p for n, p in named.items() if "lora_B" in n]
@@ -158,7 +206,8 @@ def test_adapters_change_and_base_weights_do_not(tiny_model_dir, chat_file, tmp_
     assert not any(p.requires_grad for p in trained_base.values())
     for name, p in trained_base.items():
         key = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
-        torch.testing.assert_close(p.detach(), base[key], rtol=0, atol=0)
+        # bit for bit: the base as loaded in the run's precision, untouched by training
+        torch.testing.assert_close(p.detach(), base[key].to(dtype), rtol=0, atol=0)
 
 
 def test_kl_is_zero_at_step_zero_and_positive_after(tiny_model_dir, chat_file, tmp_path):
@@ -276,6 +325,13 @@ def test_config_errors_exit_2_one_line_each(capsys):
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
 
 
+def test_version_flag():
+    from airoad import __version__
+
+    res = subprocess.run([sys.executable, "-m", "airoad", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"airoad {__version__}"
+
+
 def test_cli_help_imports_no_torch_and_module_entry_works():
     code = "import sys; from airoad.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -294,7 +350,14 @@ def test_seed_script_shim_is_the_cli():
     assert res.returncode == 2 and "`lora_r`" not in res.stderr and "--lora_r = 0 must be > 0" in res.stderr
 
 
-def test_run_config_yaml_is_plain_yaml(tiny_model_dir, chat_file, tmp_path):
+def test_run_config_yaml_is_plain_yaml_and_reruns_the_job_into_a_new_dir(tiny_model_dir, chat_file, tmp_path):
     out, _ = train(cfg_for(tiny_model_dir, chat_file, tmp_path / "run"), printer=lambda *_: None)
     saved = yaml.safe_load((out / "run_config.yaml").read_text())
     assert saved["learning_rate"] == 5e-3 and saved["lr_scheduler"] == "constant"
+    # the README's sentence: `--config OUT/run_config.yaml --output_dir NEW` reruns the same job
+    again = tmp_path / "again"
+    assert cli(["train", "--config", str(out / "run_config.yaml"), "--output_dir", str(again)]) == 0
+    first, second = (json.loads((d / "train_log.json").read_text()) for d in (out, again))
+    assert [(r["step"], r["loss"], r["tokens"]) for r in first] == [
+        (r["step"], r["loss"], r["tokens"]) for r in second
+    ]

@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage(table: dict[str, tuple[str, str]] = COMMANDS, prog: str = "airoad", noun: str = "command") -> str:
     width = max(map(len, table))
     lines = [f"usage: {prog} <{noun}> [options]   ({prog} <{noun}> --help for its options)", "", f"{noun}s:"]
+    if prog == "airoad":
+        lines[0] += f"\n       {prog} --version"
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in table.items()]
     return "\n".join(lines)
 
@@ -83,8 +85,24 @@ def run_guarded(fn: Callable[[], int]) -> int:
         return 2
 
 
+def version() -> str:
+    """The installed distribution's version (the source tree's when run uninstalled)."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("airoad")
+    except md.PackageNotFoundError:
+        from airoad import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(COMMANDS, sys.argv[1:] if argv is None else argv, "airoad", "command")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--version"], ["-V"]):
+        print(f"airoad {version()}")
+        return 0
+    return dispatch(COMMANDS, argv, "airoad", "command")
 
 
 if __name__ == "__main__":

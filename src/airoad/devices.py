@@ -1,10 +1,15 @@
 """Device and dtype choice: CUDA > MPS > CPU; bf16 where the hardware runs it fast, else fp32.
 
 CPUs without bf16 units (e.g. AVX2-only) run bf16 matmuls hundreds of times slower than fp32
-(../shared/DESIGN.md), so CPU defaults to fp32.
+(../shared/DESIGN.md), so CPU defaults to fp32 unless the CPU reports bf16 units.
+
+``AIROAD_CPU_BF16=1`` / ``=0`` overrides that detection (what ``dtype: auto`` picks on CPU): for a
+CPU whose flags mislead, and so the test suite can be run in either precision on one machine.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -15,14 +20,28 @@ class DeviceError(UserError):
     """The requested device/dtype cannot work here; the message says what to use instead."""
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU reports native bf16 (AVX512-BF16 or AMX)."""
+CPU_BF16_ENV = "AIROAD_CPU_BF16"
+
+
+def cpu_bf16_units() -> bool:
+    """True when the CPU reports native bf16 (AVX512-BF16 or AMX) in /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_bf16() -> bool:
+    """Whether ``dtype: auto`` trains in bf16 on CPU: the CPU's bf16 units, unless AIROAD_CPU_BF16
+    (1/true/yes or 0/false/no) says otherwise."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes"):
+        return True
+    if forced in ("0", "false", "no"):
+        return False
+    return cpu_bf16_units()
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -96,7 +115,8 @@ def describe() -> dict[str, object]:
         "versions": versions,
         "devices": devices,
         "cpu_threads": torch.get_num_threads(),
-        "cpu_bf16": cpu_has_bf16(),
+        "cpu_bf16": cpu_bf16_units(),
+        "cpu_bf16_forced": os.environ.get(CPU_BF16_ENV) or None,
         "run_device": device,
         "run_dtype": str(pick_dtype(device, "auto")).replace("torch.", ""),
     }

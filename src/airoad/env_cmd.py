@@ -22,5 +22,6 @@ def main(argv: list[str]) -> int:
         print(f"{pkg:>13}  {ver}")
     print(f"{'devices':>13}  {', '.join(info['devices'])}")
     print(f"{'cpu threads':>13}  {info['cpu_threads']} (bf16 units: {'yes' if info['cpu_bf16'] else 'no'})")
-    print(f"{'a run uses':>13}  {info['run_device']} / {info['run_dtype']}")
+    forced = f" (AIROAD_CPU_BF16={info['cpu_bf16_forced']})" if info["cpu_bf16_forced"] else ""
+    print(f"{'a run uses':>13}  {info['run_device']} / {info['run_dtype']}{forced}")
     return 0

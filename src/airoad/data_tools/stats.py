@@ -65,7 +65,7 @@ def text_stats(convs: list[Conversation]) -> dict[str, Any]:
 
 def load_tokenizer_or_note(name: str) -> tuple[Any, str | None]:
     """(tokenizer, None), or (None, one-line reason) when it cannot be loaded."""
-    from airoad.sft.run import load_tokenizer
+    from airoad.core.loading import load_tokenizer
 
     try:
         return load_tokenizer(name, trust_remote_code=False), None

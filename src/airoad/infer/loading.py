@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airoad.errors import UserError
+from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer
+from airoad.core.model_source import resolve_model
 
 RUN_CONFIG = "run_config.yaml"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-class LoadError(UserError):
-    """A model, adapter or tokenizer path that cannot be used (one line each)."""
 
 
 @dataclass
@@ -66,7 +63,7 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise LoadError(f"{path}: unreadable ({str(e).splitlines()[0]}); fix it or pass --base") from None
+        raise LoadError(f"{path}: unreadable ({first_line(e)}); fix it or pass --base") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -175,23 +172,6 @@ class Loaded:
         return chosen or None
 
 
-def load_base_weights(base: str, dtype: Any, trust_remote_code: bool) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    from airoad.lean_load import load_widened
-
-    try:
-        return load_widened(
-            AutoModelForCausalLM, base, dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LoadError(
-            f"base model {base!r}: cannot load safetensors weights ({first}); give a local model dir "
-            "or a hub id in the local cache"
-        ) from None
-
-
 def attach_adapters(model: Any, source: Source) -> Any:
     """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
     from peft import PeftModel
@@ -201,9 +181,8 @@ def attach_adapters(model: Any, source: Source) -> Any:
     try:
         peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LoadError(
-            f"--adapters {source.adapters}: does not load onto {source.base} ({first[:300]}); "
+            f"--adapters {source.adapters}: does not load onto {source.base} ({first_line(e)[:300]}); "
             "pass the --base it was trained on"
         ) from None
     cache_dora_norms(peft_model)  # DoRA decoding would otherwise recompute every norm per token
@@ -219,15 +198,16 @@ def load(
     from transformers.utils import logging as hf_logging
 
     from airoad.devices import pick_device, pick_dtype
-    from airoad.sft.run import load_tokenizer
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     # peft calls a transformers property deprecated in v5 when it wraps a model: harmless noise
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    tokenizer = load_tokenizer(source.tokenizer_from, trust_remote_code)
-    model = load_base_weights(source.base, dt, trust_remote_code)
+    base = resolve_model(source.base, key="base")  # an unreachable hub: one line, now
+    tok_from = base if source.tokenizer_from == source.base else source.tokenizer_from
+    tokenizer = load_tokenizer(tok_from, trust_remote_code, key="base")
+    model = load_causal_lm(base, dt, trust_remote_code=trust_remote_code, key="base")
     if source.adapters:
         model = attach_adapters(model, source)
     model.to(dev).eval()

@@ -43,8 +43,12 @@ def write_run_config(cfg, out: Path) -> None:
 def time_metrics(
     state: RunState, steps: int, train_tokens: int, trained_tokens: int, t_end_train: float
 ) -> dict:
-    """Whole-run figures: after a resume, train_s and the rates include the earlier segments."""
+    """Whole-run figures: after a resume, train_s and the rates include the earlier segments.
+
+    Two token rates, named apart: ``step_tokens_per_s`` divides by the training steps' time (train_s
+    less the dev evaluations: the live line's tok/s), ``wall_tokens_per_s`` by the whole train_s."""
     train_s = max(state.train_s_prior + t_end_train - state.t_train, 1e-9)
+    step_s = max(train_s - state.eval_s, 1e-9)
     now = time.time()
     return {
         "setup_s": round(state.t_train - state.t_start, 3),
@@ -54,8 +58,10 @@ def time_metrics(
         "steps": steps,
         "steps_per_s": round(steps / train_s, 5),
         "s_per_step": round(train_s / steps, 4) if steps else None,
+        "eval_s": round(state.eval_s, 3),
         "train_tokens": train_tokens,
-        "tokens_per_s": round(train_tokens / train_s, 3),
+        "step_tokens_per_s": round(train_tokens / step_s, 3),
+        "wall_tokens_per_s": round(train_tokens / train_s, 3),
         "trained_tokens": trained_tokens,
         "stop_reason": state.stop_reason,
         "teacher_cache_s": state.teacher_cache["build_s"] if state.teacher_cache else 0.0,
@@ -117,12 +123,12 @@ def save_run(
     t_end_train,
     totals,
     adapter_dir: Path | None = None,
-) -> None:
+) -> dict[str, Any]:
     """Adapter (staged by stage_adapter) + tokenizer (saved to a temp dir), both renamed in file
     by file; then config, info, logs, metrics, plot.
 
     totals: (non-pad tokens processed, trained tokens), whole job. ``adapter_dir`` None
-    (non-finite weights) writes everything but the adapter.
+    (non-finite weights) writes everything but the adapter. Returns the time metrics written.
     """
     from airoad.sft.run import global_batch, world
 
@@ -157,7 +163,29 @@ def save_run(
         },
     )
     LossLogger(state, out, 1).flush()
-    write_json(
-        out / "time_metrics.json", time_metrics(state, trainer.state.global_step, *totals, t_end_train)
-    )
+    metrics = time_metrics(state, trainer.state.global_step, *totals, t_end_train)
+    write_json(out / "time_metrics.json", metrics)
     plot_losses(state.rows, out / "loss_curve.png")
+    return metrics
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def summary_lines(out: Path, state: RunState, metrics: dict[str, Any], adapter_saved: bool) -> list[str]:
+    """What a finished run says last: its losses, speed, time, and where its results are."""
+    rows = state.rows
+    evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
+    losses = f"loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}" if rows else "no step logged"
+    if evals:
+        losses += f", dev loss {evals[-1]:.4f}"
+    speed = f"{metrics['step_tokens_per_s']:.1f} tokens/s in training steps"
+    if metrics["eval_s"] > 0:
+        speed += f" ({metrics['wall_tokens_per_s']:.1f} with the {metrics['eval_s']:.1f}s of dev evals)"
+    where = f"adapter {out / 'adapter_model.safetensors'}" if adapter_saved else "no adapter (see below)"
+    return [
+        f"summary: {losses}; {speed}; train {_hms(metrics['train_s'])}, total {_hms(metrics['total_s'])}",
+        f"results: {where}; loss curve {out / 'loss_curve.png'}; logs {out / 'train_log.csv'}",
+    ]

@@ -45,6 +45,7 @@ class RunState:
     resumed_from: int | None = None  # checkpoint step this invocation resumed from
     non_finite: str = ""  # what was not finite, and where, for the stop message
     data_sha256: str = ""  # of dataset_path when training started: run_info and checkpoints record it
+    eval_s: float = 0.0  # seconds spent on dev evaluations, whole run (inside elapsed())
 
     def stop(self, control: Any, reason: str) -> None:
         if self.stop_reason == "max_steps":
@@ -54,6 +55,10 @@ class RunState:
     def elapsed(self) -> float:
         """Training seconds of the whole run, segments before a resume included."""
         return self.train_s_prior + time.time() - self.t_train
+
+    def step_s(self) -> float:
+        """elapsed() less the dev evaluations: the time the tokens/s of the live line divide by."""
+        return self.elapsed() - self.eval_s
 
 
 class Resumable:
@@ -108,6 +113,9 @@ class LossLogger(TrainerCallback):
         if state.is_world_process_zero and state.global_step % self.flush_every == 0:
             self.flush()
 
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        self.s.eval_s += float((metrics or {}).get("eval_runtime") or 0.0)
+
     def flush(self) -> None:
         write_csv(self.out / "train_log.csv", LOG_COLUMNS, self.s.rows)
         write_json(self.out / "train_log.json", self.s.rows)
@@ -118,12 +126,13 @@ class LossLogger(TrainerCallback):
 
 
 class LivePrinter(TrainerCallback):
-    """Fixed-column live line every ``every`` steps (and eval lines)."""
+    """Fixed-column live line every ``every`` steps, a line before each dev evaluation (it can take
+    as long as several steps) and one with its result. tok/s counts the training steps' time only."""
 
     HEADER = f"{'step':>7} {'loss':>8} {'ce':>8} {'kl':>8} {'lr':>9} {'tok/s':>8} {'elapsed':>8} {'eta':>8}"
 
-    def __init__(self, state: RunState, every: int, printer=print):
-        self.s, self.every, self.print = state, every, printer
+    def __init__(self, state: RunState, every: int, printer=print, dev_examples: int = 0):
+        self.s, self.every, self.print, self.dev_examples = state, every, printer, dev_examples
         self._header_done = False
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -131,15 +140,23 @@ class LivePrinter(TrainerCallback):
             return
         step = state.global_step
         if "eval_loss" in logs:
-            self.print(f"{step:>7} eval_loss {logs['eval_loss']:.4f}")
+            took = logs.get("eval_runtime")
+            self.print(f"{step:>7} eval_loss {logs['eval_loss']:.4f}" + (f" ({took:.1f}s)" if took else ""))
             return
-        if "loss" not in logs or not (step % self.every == 0 or step == 1 or step == self.s.max_steps):
+        if "loss" not in logs:
             return
+        if step % self.every == 0 or step == 1 or step == self.s.max_steps:
+            self._line(step, logs)
+        # HF's flow callback decided at this step's end whether an evaluation follows the log
+        if control.should_evaluate and self.dev_examples:
+            self.print(f"{step:>7} evaluating on {self.dev_examples} dev examples ...")
+
+    def _line(self, step: int, logs: dict[str, Any]) -> None:
         if not self._header_done:
             self.print(self.HEADER)
             self._header_done = True
         elapsed = self.s.elapsed()
-        tps = (logs.get("tokens") or 0) / max(elapsed, 1e-9)
+        tps = (logs.get("tokens") or 0) / max(self.s.step_s(), 1e-9)
         eta = elapsed / step * (self.s.max_steps - step) if step else float("nan")
         kl = logs.get("kl")
         kl_s = f"{kl:8.4f}" if kl is not None else f"{'-':>8}"
@@ -302,6 +319,7 @@ class RunCheckpoint(TrainerCallback):
             "world_size": self.world_size,
             "data_sha256": self.s.data_sha256,  # a resume checks the data is still the same file
             "train_s": round(self.s.elapsed(), 3),
+            "eval_s": round(self.s.eval_s, 3),
             "tokens": tokens,
             "trained_tokens": trained,
             "rows": [r for r in self.s.rows if r["step"] <= state.global_step],
@@ -333,6 +351,7 @@ def restore_run_state(state: RunState, stateful: list[Resumable], saved: dict[st
     """Put a checkpoint's rows, time and early-stop counters back (before training resumes)."""
     state.rows = list(saved["rows"])
     state.train_s_prior = float(saved["train_s"])
+    state.eval_s = float(saved.get("eval_s", 0.0))
     state.resumed_from = int(saved["step"])
     by_name = saved.get("callbacks", {})
     for cb in stateful:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airoad.core.loading import load_causal_lm, load_tokenizer
+from airoad.core.model_source import ModelSource, resolve_model
 from airoad.errors import UserError
 from airoad.sft.data import DataError, Example, LoadStats, file_sha256, load_conversations, tokenize_all
 from airoad.sft.schema import PER_INVOCATION, TrainConfig
@@ -191,26 +193,6 @@ def prepare_output_dir(cfg: TrainConfig, out: Path, ckpt: Path | None) -> None:
     write_run_config(cfg, out)
 
 
-def load_tokenizer(name: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(
-            f"base_model {name!r}: cannot load its tokenizer ({first}); give a local model directory "
-            "or a hub id that is in the local cache"
-        ) from None
-    if not getattr(tok, "chat_template", None):
-        raise RunError(f"base_model {name!r} has no chat template; use a chat/instruct model")
-    if not tok.is_fast:
-        raise RunError(f"base_model {name!r} has no fast tokenizer (needed for exact loss masks)")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
 def read_data(cfg: TrainConfig) -> tuple[list, list, LoadStats, LoadStats | None]:
     """Validate the train and dev files (every problem of both at once, DataError). No tokenizer needed."""
     problems: list[str] = []
@@ -247,27 +229,14 @@ def build_examples(
     return train, dev, stats
 
 
-def load_model(cfg: TrainConfig, dtype: Any) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    from airoad.lean_load import load_widened
-
-    try:
-        return load_widened(  # from_pretrained with a ~1 GB lower peak for bf16 files in fp32
-            AutoModelForCausalLM,
-            cfg.base_model,
-            dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            use_safetensors=True,
-            **quantization_kwargs(cfg, dtype),
-        )
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise RunError(
-            f"base_model {cfg.base_model!r}: cannot load safetensors weights ({first}); give a model "
-            "directory with *.safetensors or a hub id in the local cache (pickled .bin weights are "
-            "never loaded: they can run code)"
-        ) from None
+def load_model(cfg: TrainConfig, source: ModelSource, dtype: Any) -> Any:
+    """The frozen base for training: in ``dtype``, or 4-bit NF4 with ``load_in_4bit`` (QLoRA)."""
+    return prepare_quantized(
+        cfg,
+        load_causal_lm(
+            source, dtype, trust_remote_code=cfg.trust_remote_code, **quantization_kwargs(cfg, dtype)
+        ),
+    )
 
 
 def quantization_kwargs(cfg: TrainConfig, dtype: Any) -> dict[str, Any]:
@@ -366,12 +335,13 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     if cfg.liger:
         check_liger(device)
     data = read_data(cfg)  # user data errors surface before anything is loaded
-    tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
+    source = resolve_model(cfg.base_model)  # a hub that cannot be reached: one line, now
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train_ex, dev_ex, stats = build_examples(cfg, tokenizer, data)
     printer(stats.line())
     if stats.extra.get("dev"):
         printer(f"dev:  {stats.extra['dev']['kept']} examples")
-    return _fit(cfg, out, ckpt, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer)
+    return _fit(cfg, out, ckpt, device, dtype, source, tokenizer, train_ex, dev_ex, stats, t_start, printer)
 
 
 def _quiet_libraries() -> None:
@@ -392,18 +362,19 @@ def _drop_mtime_note(record: Any) -> bool:
 
 
 def _fit(
-    cfg, out, ckpt, device, dtype, tokenizer, train_ex, dev_ex, stats, t_start, printer
+    cfg, out, ckpt, device, dtype, source, tokenizer, train_ex, dev_ex, stats, t_start, printer
 ) -> tuple[Path, Any]:
     from transformers import PrinterCallback, set_seed
 
     from airoad.sft import callbacks as cb
-    from airoad.sft.artifacts import save_run, stage_adapter
+    from airoad.sft.artifacts import save_run, stage_adapter, summary_lines
     from airoad.sft.lora import trainable_summary, wrap_with_adapters
     from airoad.sft.trainer import AiroadTrainer, Collator, ExampleDataset
 
     _quiet_libraries()
     set_seed(cfg.seed)
-    model = wrap_with_adapters(prepare_quantized(cfg, load_model(cfg, dtype)), cfg)
+    printer(f"loading model: {source.describe()}")
+    model = wrap_with_adapters(load_model(cfg, source, dtype), cfg)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input grads, so frozen embeddings stay frozen.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -425,7 +396,7 @@ def _fit(
     interrupt = cb.InterruptStop(state, printer)
     callbacks = [
         cb.LossLogger(state, out, flush_every=cfg.print_every_steps),
-        cb.LivePrinter(state, cfg.print_every_steps, printer),
+        cb.LivePrinter(state, cfg.print_every_steps, printer, dev_examples=len(dev_ex)),
         cb.TimeLimit(state, cfg.max_minutes),
         interrupt,
         cb.NonFiniteStop(state),
@@ -459,6 +430,9 @@ def _fit(
     if ckpt is not None:
         resume_counters(trainer, state, stateful, ckpt)
         printer(f"resuming from {ckpt} (step {state.resumed_from} of {cfg.max_steps})")
+    printer(
+        f"training: up to {cfg.max_steps} steps; a line every {cfg.print_every_steps} (Ctrl-C stops and saves)"
+    )
     try:
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:
@@ -468,8 +442,13 @@ def _fit(
     finite = state.stop_reason != "non_finite_loss"
     staged = stage_adapter(trainer, out) if finite else None
     if trainer.is_world_process_zero():
-        save_run(cfg, out, trainer, tokenizer, state, stats, device, dtype, t_end_train, totals, staged)
+        printer(f"saving the {'adapter, ' if finite else ''}tokenizer, logs and loss curve to {out} ...")
+        metrics = save_run(
+            cfg, out, trainer, tokenizer, state, stats, device, dtype, t_end_train, totals, staged
+        )
         printer(f"done: {state.stop_reason} after {trainer.state.global_step} steps; wrote {out}")
+        for line in summary_lines(out, state, metrics, adapter_saved=finite):
+            printer(line)
     trainer.run_state = state
     return out, trainer
 
@@ -532,6 +511,7 @@ def attach_teacher_cache(
     from airoad.sft import teacher_cache as tc
 
     t0 = time.time()
+    printer(f"teacher cache: the base model's top-{cfg.kl_topk} log-probs of {len(train_ex)} examples ...")
     cache_dir = Path(cfg.kl_cache_dir).expanduser() if cfg.kl_cache_dir else tc.DEFAULT_DIR
     cache, path, reused = tc.get_or_build(
         trainer.model, train_ex, cfg.kl_tau, cfg.kl_topk, cfg.loss_chunk_size, device, cache_dir

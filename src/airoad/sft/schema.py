@@ -144,7 +144,10 @@ class TrainConfig:
     report_to: str = opt("none", "Extra trackers for the HF Trainer (none, tensorboard, wandb, ...).")
     device: str = opt("auto", "Where to train (auto: cuda > mps > cpu).", choices=DEVICES)
     dtype: str = opt(
-        "auto", "Training dtype (auto: bf16 on CUDA that supports it, else fp32).", choices=DTYPES
+        "auto",
+        "Training dtype (auto: bf16 on CUDA that supports it and on CPUs with bf16 units, "
+        "AIROAD_CPU_BF16=0/1 overrides the CPU's; else fp32).",
+        choices=DTYPES,
     )
 
     def validate(self) -> list[str]:

@@ -10,6 +10,7 @@ copy of the weights (peft ``PeftModel.disable_adapter``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +210,9 @@ class AiroadTrainer(Trainer):
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
-        """Token-weighted dev CE (no KL), logged as ``eval_loss``; triggers on_evaluate callbacks."""
+        """Token-weighted dev CE (no KL), logged as ``eval_loss`` with ``eval_runtime`` (seconds);
+        triggers on_evaluate callbacks."""
+        t0 = time.perf_counter()
         loader = self.get_eval_dataloader(eval_dataset)
         model = self.model
         was_training = model.training
@@ -227,7 +230,10 @@ class AiroadTrainer(Trainer):
             t = torch.tensor([ce_total, float(n_total)], device=self.args.device, dtype=torch.float64)
             t = self.accelerator.reduce(t, reduction="sum")
             ce_total, n_total = float(t[0]), int(t[1])
-        metrics = {f"{metric_key_prefix}_loss": ce_total / max(n_total, 1)}
+        metrics = {
+            f"{metric_key_prefix}_loss": ce_total / max(n_total, 1),
+            f"{metric_key_prefix}_runtime": round(time.perf_counter() - t0, 4),
+        }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
