@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
 # Order: the pairs compared against each other run close together in time.
-VARIANTS = ("trl", "lora", "dora", "lora_kl", "dora_kl", "lora_packed", "trl_gc", "lora_kl_cache")
+VARIANTS = ("trl", "trl_bf16", "lora", "dora", "lora_kl", "dora_kl", "lora_packed", "trl_gc", "lora_kl_cache")
+TRL_VARIANTS = ("trl", "trl_bf16", "trl_gc")
 # Shared settings: the anchor and airoad see the same numbers.
 LORA = {
     "r": 16,
@@ -62,11 +63,15 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
-def worker_trl(a: argparse.Namespace, data: Path, out: Path, checkpointing: bool = False) -> dict:
+def worker_trl(
+    a: argparse.Namespace, data: Path, out: Path, checkpointing: bool = False, bf16: bool = False
+) -> dict:
     """The anchor: TRL SFTTrainer + PEFT LoRA, loss on the completion (assistant answer) only.
 
     ``trl`` turns off SFTConfig's default gradient checkpointing (airoad's default is off too:
-    same work); ``trl_gc`` keeps TRL's defaults (recompute activations: less memory, slower)."""
+    same work) and its default bf16 (fp32 weights and arithmetic); ``trl_bf16`` is what a TRL user
+    gets by default on a CPU with bf16 units: weights loaded in bf16 (the checkpoint's dtype) and
+    SFTConfig's bf16=True; ``trl_gc`` keeps TRL's gradient checkpointing (less memory, slower)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -85,7 +90,7 @@ def worker_trl(a: argparse.Namespace, data: Path, out: Path, checkpointing: bool
             times["end"] = time.time()
 
     tok = AutoTokenizer.from_pretrained(a.model)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if bf16 else torch.float32)
     cfg = SFTConfig(
         output_dir=str(out),
         max_steps=a.steps,
@@ -98,7 +103,7 @@ def worker_trl(a: argparse.Namespace, data: Path, out: Path, checkpointing: bool
         report_to="none",
         save_strategy="no",
         use_cpu=True,
-        bf16=False,  # TRL's SFTConfig defaults to bf16, ~600x slower on a CPU without bf16 units
+        bf16=bf16,  # SFTConfig's default is True: ~600x slower on a CPU without bf16 units
         gradient_checkpointing=checkpointing,
         seed=a.seed,
         max_length=a.seq,
@@ -126,7 +131,13 @@ def worker_trl(a: argparse.Namespace, data: Path, out: Path, checkpointing: bool
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     train_s = times["end"] - times["begin"]
     tokens = int(trainer.state.num_input_tokens_seen)
-    return {"tokens": tokens, "train_s": train_s, "steps": trainer.state.global_step, "losses": losses}
+    return {
+        "tokens": tokens,
+        "train_s": train_s,
+        "steps": trainer.state.global_step,
+        "losses": losses,
+        "precision": "bf16" if bf16 else "fp32",
+    }
 
 
 def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) -> dict:
@@ -188,6 +199,7 @@ def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) ->
     out_dir, _ = train(cfg, printer=lambda *_: None)
     tm = json.loads((out_dir / "time_metrics.json").read_text())
     rows = json.loads((out_dir / "train_log.json").read_text())
+    dtype = json.loads((out_dir / "run_info.json").read_text())["dtype"]
     # End to end for the cache variant: the cache build happens before the first step, so count it.
     train_s = tm["train_s"] + tm.get("teacher_cache_s", 0.0)
     return {
@@ -197,14 +209,15 @@ def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) ->
         "losses": [r["loss"] for r in rows],
         "wall_s": time.time() - t0,
         "teacher_cache_s": tm.get("teacher_cache_s"),
+        "precision": {"bfloat16": "bf16", "float32": "fp32"}.get(dtype, dtype),  # dtype auto's pick
     }
 
 
 def run_worker(a: argparse.Namespace) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{a.worker}-"))
     data = Path(a.prepared)
-    if a.worker.startswith("trl"):
-        res = worker_trl(a, data, out, checkpointing=a.worker == "trl_gc")
+    if a.worker in TRL_VARIANTS:
+        res = worker_trl(a, data, out, checkpointing=a.worker == "trl_gc", bf16=a.worker == "trl_bf16")
     else:
         res = worker_airoad(a, data, out, a.worker)
     res["peak_rss_gb"] = peak_rss_gb()
@@ -235,35 +248,66 @@ def combine(rs: list[dict]) -> dict:
     return out
 
 
+def best_anchor(results: dict[str, dict], key) -> tuple[str, dict] | None:
+    """The TRL run that did best on ``key`` (a number to maximise), or None when no TRL run succeeded."""
+    ok = [(n, r) for n, r in results.items() if n in TRL_VARIANTS and n != "trl_gc" and "error" not in r]
+    return max(ok, key=lambda nr: key(nr[1])) if ok else None
+
+
+def tps_of(r: dict) -> float:
+    return r["tokens"] / r["train_s"]
+
+
 def table(results: dict[str, dict]) -> str:
-    anchor = results.get("trl")
+    """One row per variant; speed is set against the fastest TRL run and memory against the leanest
+    (trl, trl_bf16: the better anchor for each figure), both named in the header."""
+    speed_anchor = best_anchor(results, tps_of)
+    rss_anchor = best_anchor(results, lambda r: -r["peak_rss_gb"])
+    s_name = speed_anchor[0] if speed_anchor else "TRL"
+    r_name = rss_anchor[0] if rss_anchor else "TRL"
     lines = [
-        "| variant | steps | tokens/s | x anchor | peak RSS GB | x anchor | s/step | time/token x airoad LoRA | first loss | last loss |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| variant | steps | tokens/s | x {s_name} | peak RSS GB | x {r_name} | s/step | time/token x airoad LoRA "
+        "| first loss | last loss | precision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lora = results.get("lora")
     for name, r in results.items():
         if r.get("teacher_cache_s"):
             name = f"{name} (cache built in {r['teacher_cache_s']:.0f} s)"
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error'][:60]} | | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error'][:60]} | | | | | | | | | |")
             continue
-        tps = r["tokens"] / r["train_s"]
+        tps = tps_of(r)
         sps = r.get("train_s_per_step", r["train_s"] / max(r["steps"], 1))
-        x_tps = (
-            f"{tps / (anchor['tokens'] / anchor['train_s']):.2f}" if anchor and "error" not in anchor else "-"
-        )
-        x_rss = f"{r['peak_rss_gb'] / anchor['peak_rss_gb']:.2f}" if anchor and "error" not in anchor else "-"
+        x_tps = f"{tps / tps_of(speed_anchor[1]):.2f}" if speed_anchor else "-"
+        x_rss = f"{r['peak_rss_gb'] / rss_anchor[1]['peak_rss_gb']:.2f}" if rss_anchor else "-"
         # Per token, not per step: the cache variant runs more steps over the same examples, and
         # steps differ in length; for equal steps and data the two ratios are the same number.
-        x_lora = f"{(lora['tokens'] / lora['train_s']) / tps:.2f}" if lora and "error" not in lora else "-"
+        x_lora = f"{tps_of(lora) / tps:.2f}" if lora and "error" not in lora else "-"
         runs = r.get("runs_tps", [])
         runs_note = f" ({', '.join(f'{x:.1f}' for x in runs)})" if len(runs) > 1 else ""
         lines.append(
             f"| {name} | {r['steps']}{' x ' + str(len(runs)) if len(runs) > 1 else ''} | {tps:.1f}{runs_note} | {x_tps} | {r['peak_rss_gb']:.2f} | {x_rss} | {sps:.2f} | "
-            f"{x_lora} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} |"
+            f"{x_lora} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} | {r.get('precision', '?')} |"
         )
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the flags that decide its precision (Linux /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
+    )
+    flags = set(
+        next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    )
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    units = "bf16 units" if {"avx512_bf16", "amx_bf16"} & flags else "no bf16 units (AVX2-only class)"
+    return f"{model} (flags: {' '.join(shown) or 'none of avx2/avx512'}; {units})"
 
 
 def versions() -> str:
@@ -303,7 +347,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="runs of each --repeat_variants variant")
     ap.add_argument(
         "--repeat_variants",
-        default="trl,lora",
+        default="trl,trl_bf16,lora",
         help="variants run --repeat times (the others once); tokens/s is pooled over the runs",
     )
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
@@ -331,10 +375,12 @@ def main() -> None:
             f"## Training benchmark ({time.strftime('%Y-%m-%d')})",
             "",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; {versions()}.",
+            f"CPU: {cpu_name()}.",
             f"Command: `python bench/bench_train.py {' '.join(sys.argv[1:])}`",
             "",
             f"Model {a.model.name}, {a.examples} examples of {a.data.name}, seq <= {a.seq}, batch 1 x accum {a.accum}, "
-            f"{a.steps} steps ({a.cache_steps} for *_cache, end to end incl. cache build), LoRA r{LORA['r']} on attn+MLP, fp32 CPU. "
+            f"{a.steps} steps ({a.cache_steps} for *_cache, end to end incl. cache build), LoRA r{LORA['r']} on attn+MLP, CPU; airoad in the precision `dtype: auto` picks here, "
+            "TRL in fp32 (`trl`) and in its default bf16 (`trl_bf16`): see the precision column. "
             f"{a.repeat_variants} ran {a.repeat}x (the repeats after all the others; tokens/s pooled, each run's in brackets).",
             "",
             table(results),

@@ -41,7 +41,7 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
         "--accum",
         "2",
         "--variants",
-        "trl,lora,lora_kl_cache",
+        "trl,trl_bf16,lora,lora_kl_cache",
         "--repeat_variants",
         "lora",
         "--out",
@@ -62,10 +62,17 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
         for line in text.splitlines()
         if line.startswith("| ")
     }
-    assert set(table) == {"variant", "trl", "lora", "lora_kl_cache"}
-    assert table["trl"][2].strip() == "1.00"  # the anchor against itself
+    assert set(table) == {"variant", "trl", "trl_bf16", "lora", "lora_kl_cache"}
+    # each figure is set against the better of the two TRL runs: one of them is 1.00 on it
+    assert "1.00" in (table["trl"][2].strip(), table["trl_bf16"][2].strip())
+    assert "1.00" in (table["trl"][4].strip(), table["trl_bf16"][4].strip())
+    assert (table["trl"][-1].strip(), table["trl_bf16"][-1].strip()) == ("fp32", "bf16")
+    from airoad.devices import cpu_has_bf16
+
+    assert table["lora"][-1].strip() == ("bf16" if cpu_has_bf16() else "fp32")  # dtype auto's pick
+    assert "CPU: " in text and "flags: " in text
     assert table["lora"][0].strip() == "2 x 2"  # repeated: two runs of 2 steps, pooled
     assert table["lora_kl_cache"][0].strip() == "4"
-    for name in ("trl", "lora", "lora_kl_cache"):
+    for name in ("trl", "trl_bf16", "lora", "lora_kl_cache"):
         tps = float(table[name][1].split()[0])
         assert tps > 0 and float(table[name][3]) > 0  # tokens/s, peak RSS
