@@ -141,7 +141,7 @@ def worker_trl(
 
 
 def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) -> dict:
-    from airoad.config import load_config
+    from airoad.core.config import load_config
     from airoad.sft.run import train
     from airoad.sft.schema import TrainConfig
 

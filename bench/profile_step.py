@@ -13,12 +13,18 @@ import argparse
 import ctypes
 import os
 import time
+from pathlib import Path
 
-import torch
+from transformers import TrainingArguments
 
-from airoad.config import load_config
-from airoad.sft import run as R
-from airoad.sft.lora import wrap_with_adapters
+from airoad.core.adapters import wrap_with_adapters
+from airoad.core.config import load_config
+from airoad.core.context import RunContext
+from airoad.core.devices import pick_dtype
+from airoad.core.fit import training_kwargs
+from airoad.core.loading import load_causal_lm, load_tokenizer
+from airoad.core.model_source import resolve_model
+from airoad.sft.data import build_examples, read_data
 from airoad.sft.schema import TrainConfig
 from airoad.sft.trainer import AiroadTrainer, Collator, ExampleDataset
 
@@ -27,6 +33,7 @@ ap.add_argument("--model", default=os.path.expanduser("~/.cache/airoad/real-qwen
 ap.add_argument("--data", required=True, help="ChatML JSONL (GSM8K via scripts/data/gsm8k_to_chatml.py)")
 ap.add_argument("--variant", default="lora", choices=["lora", "dora", "kl"])
 ap.add_argument("--pack", type=int, default=1, choices=[1, 2, 4])
+ap.add_argument("--dtype", default="auto", help="auto: what a CPU run picks here (bf16 with bf16 units)")
 a = ap.parse_args()
 variant, pack, M = a.variant, a.pack, a.model
 argv = [
@@ -48,11 +55,14 @@ argv = [
     "0.1" if variant == "kl" else "0",
 ]
 cfg, _ = load_config(TrainConfig, argv)
-data = R.read_data(cfg)
-tok = R.load_tokenizer(cfg.base_model, False)
-train_ex, _, _ = R.build_examples(cfg, tok, data)
-model = wrap_with_adapters(R.load_model(cfg, torch.float32), cfg)
-args = R.training_args(cfg, "cpu", torch.float32, False)
+dtype = pick_dtype("cpu", a.dtype)
+print(f"dtype: {dtype}")
+source = resolve_model(cfg.base_model)
+tok = load_tokenizer(source)
+train_ex, _, _ = build_examples(cfg, tok, read_data(cfg))
+model = wrap_with_adapters(load_causal_lm(source, dtype), cfg)
+ctx = RunContext(cfg, Path(cfg.output_dir), None, "cpu", dtype, source, tok, None, time.time())
+args = TrainingArguments(**training_kwargs(ctx, False))
 tr = AiroadTrainer(
     model=model,
     args=args,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from airoad.sft.losses import TopKTeacher
+from airoad.core.head_loss import TopKTeacher
 
 KS = (8, 16, 32, 64, 128, 256)
 
@@ -74,8 +74,9 @@ def real(model: Path, adapters: Path, data: Path, n: int) -> tuple[torch.Tensor,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from airoad.lean_load import load_widened
-    from airoad.sft.data import IGNORE, LoadStats, load_conversations, tokenize_all
+    from airoad.core.chat_data import IGNORE, LoadStats, load_conversations
+    from airoad.core.lean_load import load_widened
+    from airoad.sft.data import tokenize_all
 
     tok = AutoTokenizer.from_pretrained(model)
     convs, _ = load_conversations(str(data), None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from airoad.config import ConfigError, load_config
+from airoad.core.config import ConfigError, load_config
 from airoad.sft.schema import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]

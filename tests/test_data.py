@@ -7,15 +7,15 @@ import json
 import pytest
 from conftest import CHAT_ROWS, write_jsonl
 
-from airoad.sft.data import (
+from airoad.core.chat_data import (
     IGNORE,
     DataError,
     LoadStats,
     load_conversations,
     read_rows,
-    tokenize_all,
     tokenize_conversation,
 )
+from airoad.sft.data import tokenize_all
 
 
 def trained_text(tok, labels):

@@ -15,12 +15,12 @@ import pytest
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.config import ConfigError, load_config, opt
+from airoad.core.chat_data import read_rows
+from airoad.core.config import ConfigError, load_config, opt
+from airoad.core.text_checks import DEFAULT_BANNED, banned_hits, has_heading, has_list
 from airoad.data_tools.markdown_rewrite import heading, restructure, split_sentences
 from airoad.data_tools.mix import weighted
 from airoad.data_tools.neg_guard_bank import PAIRS
-from airoad.sft.data import read_rows
-from airoad.text_checks import DEFAULT_BANNED, banned_hits, has_heading, has_list
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = [REPO / "data/sft/example_train.jsonl", REPO / "data/sft/example_dev.jsonl"]

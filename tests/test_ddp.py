@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import FP32, write_jsonl
 
-from airoad.config import load_config
-from airoad.sft.run import RUN_FILES, train
+from airoad.core.config import load_config
+from airoad.core.rundir import RUN_FILES
+from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from airoad.sft.dora_cache import cache_dora_norms
-from airoad.sft.fast_dropout import FastDropout, keep_mask, use_fast_lora_dropout
+from airoad.core.dora_cache import cache_dora_norms
+from airoad.core.fast_dropout import FastDropout, keep_mask, use_fast_lora_dropout
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])

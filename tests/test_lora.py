@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from airoad.errors import UserError
-from airoad.sft.lora import target_modules
+from airoad.core.adapters import target_modules
+from airoad.core.errors import UserError
 
 
 def tiny_qwen():

@@ -19,8 +19,9 @@ import yaml
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.config import ConfigError, load_config
-from airoad.sft import callbacks as cb
+from airoad.core import callbacks as cb
+from airoad.core import rundir
+from airoad.core.config import ConfigError, load_config
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
@@ -115,7 +116,7 @@ def test_signal_finishes_the_step_saves_everything_and_exits_128_plus_signal(
     assert [r["step"] for r in log_rows(out)] == list(range(1, tm["steps"] + 1))
     assert (out / "adapter_model.safetensors").is_file() and (out / "run_config.yaml").is_file()
     # the step in flight finished and was checkpointed, so the run can be resumed from there
-    assert (out / "checkpoints" / f"checkpoint-{tm['steps']}" / cb.STATE_FILE).is_file()
+    assert (out / "checkpoints" / f"checkpoint-{tm['steps']}" / rundir.STATE_FILE).is_file()
     assert f"done: interrupted after {tm['steps']} steps" in rest
 
 
@@ -250,13 +251,13 @@ def test_resume_refuses_what_would_not_continue_the_run(short_run, tmp_path, cap
 
 def test_resume_skips_a_checkpoint_cut_short_while_saving(short_run, tiny_model_dir, chat_file, tmp_path):
     ckpts = short_run / "checkpoints"
-    (ckpts / "checkpoint-4" / cb.STATE_FILE).unlink()  # as if killed while HF was writing it
-    assert [p.name for p in cb.complete_checkpoints(ckpts)] == ["checkpoint-2"]
+    (ckpts / "checkpoint-4" / rundir.STATE_FILE).unlink()  # as if killed while HF was writing it
+    assert [p.name for p in rundir.complete_checkpoints(ckpts)] == ["checkpoint-2"]
     cfg = load_config(TrainConfig, ["--config", str(short_run / "run_config.yaml"), "--resume", "true"])[0]
     out, trainer = train(cfg, **QUIET)
     assert trainer.run_state.resumed_from == 2 and metrics(out)["steps"] == 4
     assert [r["step"] for r in log_rows(out)] == [1, 2, 3, 4]
-    assert (ckpts / "checkpoint-4" / cb.STATE_FILE).is_file()  # rewritten whole
+    assert (ckpts / "checkpoint-4" / rundir.STATE_FILE).is_file()  # rewritten whole
 
 
 def test_overwrite_starts_over_without_the_old_checkpoints(short_run, capsys):
@@ -406,7 +407,7 @@ def test_load_in_4bit_off_cuda_is_one_clear_line_before_anything_loads(tmp_path,
 def test_load_in_4bit_without_bitsandbytes_names_the_install(monkeypatch):
     import importlib.util
 
-    from airoad.devices import DeviceError, check_4bit
+    from airoad.core.devices import DeviceError, check_4bit
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DeviceError, match="bitsandbytes is not installed: `pip install bitsandbytes`"):
@@ -416,7 +417,7 @@ def test_load_in_4bit_without_bitsandbytes_names_the_install(monkeypatch):
 def test_liger_without_the_package_names_the_install(monkeypatch):
     import importlib.util
 
-    from airoad.devices import DeviceError, check_liger
+    from airoad.core.devices import DeviceError, check_liger
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
@@ -443,7 +444,7 @@ def test_device_requests_the_machine_cannot_meet(argv, message, tmp_path, capsys
 
 
 def test_auto_device_order_and_fp32_on_cpus_without_bf16(monkeypatch):
-    from airoad import devices
+    from airoad.core import devices
 
     for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
         monkeypatch.setattr(devices.torch.cuda, "is_available", lambda c=cuda: c)
@@ -459,7 +460,7 @@ def test_auto_device_order_and_fp32_on_cpus_without_bf16(monkeypatch):
 
 
 def test_a_crash_while_writing_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch):
-    from airoad import io
+    from airoad.core import io
 
     target = tmp_path / "time_metrics.json"
     io.write_json(target, {"old": True})
@@ -540,9 +541,16 @@ def test_liger_off_cuda_is_one_clear_line_before_anything_loads(tmp_path, capsys
 
 
 def test_liger_reaches_the_trainer_with_loss_kernels_off():
-    from airoad.config import load_config
-    from airoad.sft.run import training_args
+    from transformers import TrainingArguments
+
+    from airoad.core.config import load_config
+    from airoad.core.context import RunContext
+    from airoad.core.fit import training_kwargs
     from airoad.sft.schema import TrainConfig
+
+    def training_args(cfg, device, dtype, has_dev):
+        ctx = RunContext(cfg, Path(cfg.output_dir), None, device, dtype, None, None, None, 0.0)
+        return TrainingArguments(**training_kwargs(ctx, has_dev))
 
     cfg, _ = load_config(TrainConfig, ["--liger", "true"])
     args = training_args(cfg, "cpu", __import__("torch").float32, False)

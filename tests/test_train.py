@@ -14,9 +14,10 @@ import yaml
 from conftest import BF16, CHAT_ROWS, FP32, needs_bf16, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.config import load_config
-from airoad.sft.data import file_sha256
-from airoad.sft.run import RUN_FILES, train
+from airoad.core.chat_data import file_sha256
+from airoad.core.config import load_config
+from airoad.core.rundir import RUN_FILES
+from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,12 +303,12 @@ def test_non_empty_output_dir_is_refused_and_untouched(tiny_model_dir, chat_file
 
 
 def test_bad_data_fails_before_model_loads(chat_file, tmp_path, capsys, monkeypatch):
-    import airoad.sft.run as run
+    import airoad.core.loading as loading
 
     def boom(*a, **k):
         raise AssertionError("model must not load")
 
-    monkeypatch.setattr(run, "load_model", boom)
+    monkeypatch.setattr(loading, "load_causal_lm", boom)
     bad = write_jsonl(
         tmp_path / "bad.jsonl", [CHAT_ROWS[0], "{oops", {"messages": [{"role": "bot", "content": "x"}]}]
     )

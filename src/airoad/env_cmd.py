@@ -9,7 +9,7 @@ import json
 
 
 def main(argv: list[str]) -> int:
-    from airoad.devices import describe
+    from airoad.core.devices import describe
 
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())

@@ -1,7 +1,7 @@
 """The one loader of tokenizers and causal-LM weights, with one error path, for every command.
 
 Weights load from safetensors only (a pickled ``.bin`` can run code), through
-:func:`airoad.lean_load.load_widened` (a bf16 checkpoint widened to fp32 tensor by tensor, ~1 GB
+:func:`airoad.core.lean_load.load_widened` (a bf16 checkpoint widened to fp32 tensor by tensor, ~1 GB
 lower peak). A model named by hub id is resolved first (:mod:`airoad.core.model_source`), so an
 unreachable hub is one line in a second, not a minute of retries.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airoad.core.errors import UserError
 from airoad.core.model_source import ModelSource, resolve_model
-from airoad.errors import UserError
 
 
 class LoadError(UserError):
@@ -61,7 +61,7 @@ def load_causal_lm(
     (quantization_config, device_map)."""
     from transformers import AutoModelForCausalLM
 
-    from airoad.lean_load import load_widened
+    from airoad.core.lean_load import load_widened
 
     src = _source(model, key)
     try:
@@ -79,3 +79,41 @@ def load_causal_lm(
             "directory with *.safetensors or a hub id in the local cache (pickled .bin weights are "
             "never loaded: they can run code)"
         ) from None
+
+
+def load_base_for_training(
+    source: ModelSource,
+    dtype: Any,
+    *,
+    trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
+    gradient_checkpointing: bool = False,
+) -> Any:
+    """The frozen base a lane puts adapters on: in ``dtype``, or 4-bit NF4 (QLoRA) with
+    ``load_in_4bit``, prepared by peft for k-bit training (fp32 norms, input grads)."""
+    if not load_in_4bit:
+        return load_causal_lm(source, dtype, trust_remote_code=trust_remote_code)
+    from peft import prepare_model_for_kbit_training
+
+    model = load_causal_lm(source, dtype, trust_remote_code=trust_remote_code, **quantization_kwargs(dtype))
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+
+
+def quantization_kwargs(dtype: Any) -> dict[str, Any]:
+    """QLoRA: NF4 base weights with double quantisation, computing in the training dtype, each
+    rank's copy on its own GPU (a quantised model cannot be moved after loading)."""
+    import os
+
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+    return {"quantization_config": bnb, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}

@@ -27,7 +27,7 @@ TOOLS: dict[str, tuple[str, str]] = {
 
 
 def _guarded(module: object, rest: list[str]) -> int:
-    from airoad.cli import run_guarded
+    from airoad.core.commands import run_guarded
 
     def go() -> int:
         try:
@@ -40,6 +40,6 @@ def _guarded(module: object, rest: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point of `airoad data`; returns the exit status (2 with `error:` lines for user mistakes)."""
-    from airoad.cli import dispatch
+    from airoad.core.commands import dispatch
 
     return dispatch(TOOLS, argv, "airoad data", "tool", _guarded, what="data tool")

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from airoad.sft.data import Conversation, DataError, read_rows, to_conversation
+from airoad.core.chat_data import Conversation, DataError, read_rows, to_conversation
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:

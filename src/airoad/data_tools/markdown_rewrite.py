@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
-from airoad.text_checks import has_heading, has_list, is_code
+from airoad.core.text_checks import has_heading, has_list, is_code
 
 REWRITTEN, STRUCTURED, CODE, KEPT = "rewritten", "structured", "code", "kept"
 

@@ -10,16 +10,15 @@ ChatML: rewritten ones changed, code, already structured and kept-as-is answers 
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import dataclass
 
-from airoad.config import opt
+from airoad.core.chat_data import Conversation, DataError, read_rows, seeded_subset, to_conversation
+from airoad.core.config import opt
+from airoad.core.errors import UserError
+from airoad.core.io import write_jsonl
 from airoad.data_tools.common import chatml_row, out_problems
 from airoad.data_tools.markdown_rewrite import CODE, KEPT, REWRITTEN, STRUCTURED, restructure
-from airoad.errors import UserError
-from airoad.io import write_jsonl
-from airoad.sft.data import Conversation, DataError, read_rows, to_conversation
 
 
 @dataclass
@@ -53,9 +52,7 @@ def build_slice(cfg: SliceConfig) -> tuple[list[dict], Counter, int]:
         problems += e.problems
     if problems:
         raise UserError(problems)
-    picked = rows
-    if 0 < cfg.limit < len(rows):  # the same seeded pick as load_conversations(limit=...)
-        picked = [rows[i] for i in sorted(random.Random(cfg.seed).sample(range(len(rows)), cfg.limit))]
+    picked = seeded_subset(rows, cfg.limit, cfg.seed)  # the same pick as training's ablate_examples
     counts: Counter = Counter()
     out = []
     for n, row in picked:
@@ -79,7 +76,7 @@ def run(cfg: SliceConfig) -> Counter:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.config import load_config
+    from airoad.core.config import load_config
 
     cfg, _ = load_config(
         SliceConfig, argv, prog="airoad data markdown-slice", description=__doc__.splitlines()[0]

@@ -21,11 +21,11 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from airoad.config import opt
+from airoad.core.chat_data import Conversation
+from airoad.core.config import opt
+from airoad.core.errors import UserError
+from airoad.core.io import write_jsonl
 from airoad.data_tools.common import chatml_row, conversation_key, out_problems, read_many
-from airoad.errors import UserError
-from airoad.io import write_jsonl
-from airoad.sft.data import Conversation
 
 
 @dataclass
@@ -146,7 +146,7 @@ def run(cfg: MixConfig) -> list[InputReport]:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.config import load_config
+    from airoad.core.config import load_config
 
     cfg, _ = load_config(MixConfig, argv, prog="airoad data mix", description=__doc__.splitlines()[0])
     run(cfg)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.errors import UserError
+from airoad.core.errors import UserError
 from airoad.infer.schema import CompareConfig
 
 
@@ -92,8 +92,8 @@ def to_terminal(report: dict[str, Any]) -> str:
 
 def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate every side's answers, print them, write the reports asked for; returns the report."""
+    from airoad.core.io import write_json, write_text
     from airoad.infer.sides import answer_all, report_header, sample_records
-    from airoad.io import write_json, write_text
 
     md_path, json_path = report_paths(cfg.out)
     ans = answer_all(cfg, printer)
@@ -114,10 +114,10 @@ def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad compare`; returns the exit status."""
-    from airoad.cli import run_guarded
+    from airoad.core.commands import run_guarded
 
     def go() -> int:
-        from airoad.config import load_config
+        from airoad.core.config import load_config
 
         cfg, _ = load_config(
             CompareConfig,

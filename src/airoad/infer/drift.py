@@ -14,7 +14,7 @@ actually writes. Direction: tuned is the reference distribution, so tokens the t
 of but the base finds unlikely weigh most.
 
 Only answer positions go through the output head, chunk by chunk
-(:func:`airoad.sft.losses.head_loss` with the tuned side as the teacher): no ``[T, V]`` logits
+(:func:`airoad.core.head_loss.head_loss` with the tuned side as the teacher): no ``[T, V]`` logits
 are built for prompt tokens, and no chunk holds more than ``chunk x V`` floats.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
+from airoad.core.head_loss import DenseTeacher, head_loss
+from airoad.core.model_parts import causal_lm, final_hidden
 from airoad.infer.generate import Generation
-from airoad.sft.losses import head_loss, teacher_from_hidden
-from airoad.sft.trainer import causal_lm, final_hidden
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _batch_kl(peft_model: Any, gens: list[Generation], pad_id: int, chunk: int) 
             p, n = len(g.prompt_ids), len(g.new_ids)
             pos = slice(p - 1, p + n - 1)  # position t predicts token t + 1
             targets = batch["input_ids"][i, p : p + n]
-            teacher = teacher_from_hidden(tuned[i, pos], head, 1.0)
+            teacher = DenseTeacher(tuned[i, pos], head, 1.0)  # exact, from the tuned side's hidden states
             _, _, kl = head_loss(base[i, pos], head, targets, teacher, 1.0, chunk)
             out.append((float(kl), n))
     return out

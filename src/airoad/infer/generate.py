@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from airoad.sft.data import assistant_char_spans
-from airoad.sft.trainer import causal_lm
+from airoad.core.chat_data import assistant_char_spans
+from airoad.core.model_parts import causal_lm
 
 Messages = list[dict[str, str]]
 
@@ -149,6 +149,7 @@ def generate(
     tokenizer: Any,
     prompts: list[Messages],
     max_new_tokens: int = 256,
+    *,
     temperature: float = 0.0,
     batch_size: int = 8,
     seed: int = 0,

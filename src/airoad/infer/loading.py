@@ -176,7 +176,7 @@ def attach_adapters(model: Any, source: Source) -> Any:
     """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
     from peft import PeftModel
 
-    from airoad.sft.dora_cache import cache_dora_norms
+    from airoad.core.dora_cache import cache_dora_norms
 
     try:
         peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
@@ -192,12 +192,12 @@ def attach_adapters(model: Any, source: Source) -> Any:
 def load(
     source: Source, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
 ) -> Loaded:
-    """Load tokenizer, base weights (once) and adapters; device/dtype per airoad.devices."""
+    """Load tokenizer, base weights (once) and adapters; device/dtype per airoad.core.devices."""
     import warnings
 
     from transformers.utils import logging as hf_logging
 
-    from airoad.devices import pick_device, pick_dtype
+    from airoad.core.devices import pick_device, pick_dtype
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     # peft calls a transformers property deprecated in v5 when it wraps a model: harmless noise

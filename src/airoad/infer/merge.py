@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.errors import UserError
+from airoad.core.errors import UserError
 from airoad.infer.schema import MergeConfig
 
 MERGE_INFO = "airoad_merge.json"
@@ -147,8 +147,8 @@ def install(stage: Path, out: Path, scratch: Path) -> None:
 
 def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
     """Run the merge (module docstring); returns the output directory."""
+    from airoad.core.artifacts import library_versions
     from airoad.infer.loading import load, resolve_source
-    from airoad.sft.artifacts import library_versions
 
     source = resolve_source(cfg.base, cfg.adapters)
     out = Path(cfg.out)
@@ -180,7 +180,7 @@ def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
 
 def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path) -> None:
     """Weights, config, generation config, tokenizer and MERGE_INFO, staged beside ``out`` then renamed in."""
-    from airoad.io import write_json
+    from airoad.core.io import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.merge-") as tmp:
@@ -193,10 +193,10 @@ def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad merge`; returns the exit status."""
-    from airoad.cli import run_guarded
+    from airoad.core.commands import run_guarded
 
     def go() -> int:
-        from airoad.config import load_config
+        from airoad.core.config import load_config
 
         cfg, _ = load_config(
             MergeConfig,

@@ -16,12 +16,11 @@ else the chat template's default (see :meth:`Prompt.messages`).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airoad.sft.data import DataError, read_rows, row_problem, to_conversation
+from airoad.core.chat_data import DataError, read_rows, row_problem, seeded_subset, to_conversation
 
 # Written for airoad: a mix that invites lists and headings and prompts that should get a plain answer.
 BUNDLED_PROMPTS: tuple[str, ...] = (
@@ -106,7 +105,4 @@ def load_prompts(path: str | Path | None, n: int = 0, seed: int = 0) -> list[Pro
         prompts = [Prompt(p, None, f"bundled:{i}") for i, p in enumerate(BUNDLED_PROMPTS, start=1)]
     else:
         prompts = read_prompt_file(path)
-    if 0 < n < len(prompts):
-        keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
-        prompts = [prompts[i] for i in keep]
-    return prompts
+    return seeded_subset(prompts, n, seed)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.config import opt
-from airoad.sft.schema import DEVICES, DTYPES
+from airoad.core.config import opt
+from airoad.core.schema import DEVICES, DTYPES
 
 BASE_HELP = (
     "Base model (hub id or local dir). Optional with --adapters: read from the adapter dir's "

@@ -7,7 +7,7 @@ found), ``n_tokens``, ``stopped``, ``seconds``, ``tokens_per_s`` (see :mod:`airo
 for the timing contract); the tuned side adds ``drift``. Per side, ``summary``:
 
 - ``pct_list`` / ``pct_heading``: percent of answers with a Markdown list / heading
-  (:mod:`airoad.text_checks`, outside code fences);
+  (:mod:`airoad.core.text_checks`, outside code fences);
 - ``avg_banned_hits``: mean number of distinct banned strings per answer;
 - ``avg_len_tokens``: mean answer length in tokens (stop token not counted);
 - ``avg_tokens_per_s``: mean of the samples' ``tokens_per_s``.
@@ -22,8 +22,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from airoad.core.text_checks import banned_hits, has_heading, has_list, load_banned
 from airoad.infer.schema import EvalConfig
-from airoad.text_checks import banned_hits, has_heading, has_list, load_banned
 
 METRICS = ("n", "pct_list", "pct_heading", "avg_banned_hits", "avg_len_tokens", "avg_tokens_per_s")
 
@@ -73,8 +73,8 @@ def table(report: dict[str, Any]) -> str:
 
 def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate, score, summarise, measure drift; print the table, write ``cfg.out``; returns the report."""
+    from airoad.core.io import write_json
     from airoad.infer.sides import answer_all, report_header, sample_records
-    from airoad.io import write_json
 
     banned = load_banned(cfg.banned)  # a bad --banned file fails before any model loads
     ans = answer_all(cfg, printer)
@@ -110,10 +110,10 @@ def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad eval`; returns the exit status."""
-    from airoad.cli import run_guarded
+    from airoad.core.commands import run_guarded
 
     def go() -> int:
-        from airoad.config import load_config
+        from airoad.core.config import load_config
 
         cfg, _ = load_config(
             EvalConfig,

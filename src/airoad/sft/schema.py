@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.config import opt
+from airoad.core.config import opt
+from airoad.core.schema import DEVICES, DTYPES, SCHEDULERS
 
 TARGET_MODES = ("attn", "attn_mlp", "auto")
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Keys that say how this invocation runs, not what the run computes: `--resume` may change them.
 # Every other key must match the run being resumed, or its step count, LR and data order would not.
 PER_INVOCATION = frozenset(

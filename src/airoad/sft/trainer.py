@@ -18,8 +18,11 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
-from airoad.sft.data import IGNORE, Example
-from airoad.sft.losses import DenseTeacher, head_loss
+from airoad.core.chat_data import IGNORE
+from airoad.core.head_loss import DenseTeacher, head_loss
+from airoad.core.model_parts import causal_lm, final_hidden, unwrap
+from airoad.core.token_counts import TokenCounts
+from airoad.sft.data import Example
 
 
 class ExampleDataset(Dataset):
@@ -80,44 +83,7 @@ class Collator:
         return {"input_ids": ids, "attention_mask": attn, "labels": labels, "shift_labels": shift}
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP/accelerate wrappers (``.module``), leaving the PeftModel."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
-def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers CausalLM inside a (possibly wrapped) PeftModel."""
-    inner = unwrap(model)
-    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-
-
-def final_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Final hidden states [B, T, H] (after the last norm), calling ``model`` itself so DDP hooks run.
-
-    A forward hook on the decoder captures them; an empty ``logits_to_keep`` index keeps the
-    model's own output head off every position. (``logits_to_keep=1`` would still run the head on
-    one position: a matrix-vector product that reads the whole [V, H] head, ~66 ms on CPU per call
-    for Qwen2.5-0.5B, measured.)
-    """
-    decoder = causal_lm(model).get_decoder()
-    captured: list[torch.Tensor] = []
-
-    def hook(_mod, _inp, out):
-        captured.append(out[0] if isinstance(out, tuple) else out.last_hidden_state)
-
-    handle = decoder.register_forward_hook(hook)
-    extra = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
-    try:
-        none = torch.empty(0, dtype=torch.long, device=batch["input_ids"].device)
-        model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=none, **extra)
-    finally:
-        handle.remove()
-    return captured[-1]
-
-
-class AiroadTrainer(Trainer):
+class AiroadTrainer(TokenCounts, Trainer):
     """HF Trainer whose loss is sum(CE) + kl_lambda * tau^2 * sum(KL), over trained tokens,
     divided by the number of trained tokens in the whole optimizer step (``num_items_in_batch``)."""
 
@@ -183,7 +149,7 @@ class AiroadTrainer(Trainer):
             logs["loss"] = logs["ce"] + (
                 self.kl_lambda * self.kl_tau**2 * logs["kl"] if self.kl_lambda > 0 else 0.0
             )
-            logs["tokens"] = self._gather_tokens()
+            logs["tokens"] = self.run_totals()[0]
             self.reset_meters()
         super().log(logs, start_time)
 
@@ -193,19 +159,6 @@ class AiroadTrainer(Trainer):
         t = torch.tensor([self._ce, self._kl, float(self._n)], device=self.args.device, dtype=torch.float64)
         t = self.accelerator.reduce(t, reduction="sum")
         return float(t[0]), float(t[1]), int(t[2])
-
-    def _gather_tokens(self) -> int:
-        return self.run_totals()[0]
-
-    def run_totals(self) -> tuple[int, int]:
-        """(non-pad tokens processed, trained tokens) summed over all ranks. Collective: call on every rank."""
-        if self.accelerator.num_processes == 1:
-            return self.tokens_seen, self.trained_seen
-        t = torch.tensor(
-            [float(self.tokens_seen), float(self.trained_seen)], device=self.args.device, dtype=torch.float64
-        )
-        t = self.accelerator.reduce(t, reduction="sum")
-        return int(t[0]), int(t[1])
 
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"

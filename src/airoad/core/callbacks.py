@@ -7,7 +7,6 @@ coherent ``time_metrics.json`` whatever stopped it. Only the main process prints
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -20,11 +19,19 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from airoad.io import write_csv, write_json
+from airoad.core.io import write_csv, write_json
+from airoad.core.rundir import STATE_FILE
 
-LOG_COLUMNS = ("step", "loss", "ce", "kl", "lr", "grad_norm", "tokens", "elapsed_s", "eval_loss")
-# Written last into each HF checkpoint dir: a dir without it was cut short and is never resumed from.
-STATE_FILE = "airoad_state.json"
+# A lane's metrics (its trainer's log keys, the loss first) sit between these in every log row.
+ROW_HEAD = ("step",)
+ROW_TAIL = ("lr", "grad_norm", "tokens", "elapsed_s", "eval_loss")
+
+
+def log_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """train_log.csv's columns for a lane that logs ``metrics`` (SFT: loss, ce, kl)."""
+    return (*ROW_HEAD, *metrics, *ROW_TAIL)
+
+
 # Stops decided from per-rank facts (a signal, the clock, local weights), in order of precedence
 # when ranks disagree; index 0 means "no such stop".
 SYNCED_STOPS = ("max_steps", "time_limit", "interrupted", "non_finite_loss")
@@ -84,27 +91,25 @@ class LossLogger(TrainerCallback):
     """One row per logged step into RunState.rows; train_log.csv/.json rewritten atomically every
     ``flush_every`` steps and at the end, so a crashed run still leaves a readable log."""
 
-    def __init__(self, state: RunState, out_dir: Path, flush_every: int):
-        self.s, self.out, self.flush_every = state, out_dir, flush_every
+    def __init__(self, state: RunState, out_dir: Path, flush_every: int, metrics: tuple[str, ...]):
+        self.run, self.out, self.flush_every, self.metrics = state, out_dir, flush_every, metrics
 
     def on_train_begin(self, args, state, control, **kw):
-        self.s.t_train = time.time()
+        self.run.t_train = time.time()
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
-        if "eval_loss" in logs and self.s.rows and self.s.rows[-1]["step"] == state.global_step:
-            self.s.rows[-1]["eval_loss"] = logs["eval_loss"]
+        if "eval_loss" in logs and self.run.rows and self.run.rows[-1]["step"] == state.global_step:
+            self.run.rows[-1]["eval_loss"] = logs["eval_loss"]
         elif "loss" in logs:
-            self.s.rows.append(
+            self.run.rows.append(
                 {
                     "step": state.global_step,
-                    "loss": logs.get("loss"),
-                    "ce": logs.get("ce"),
-                    "kl": logs.get("kl"),
+                    **{m: logs.get(m) for m in self.metrics},
                     "lr": logs.get("learning_rate"),
                     "grad_norm": logs.get("grad_norm"),
                     "tokens": logs.get("tokens"),
-                    "elapsed_s": round(self.s.elapsed(), 3),
+                    "elapsed_s": round(self.run.elapsed(), 3),
                     "eval_loss": None,
                 }
             )
@@ -114,11 +119,11 @@ class LossLogger(TrainerCallback):
             self.flush()
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
-        self.s.eval_s += float((metrics or {}).get("eval_runtime") or 0.0)
+        self.run.eval_s += float((metrics or {}).get("eval_runtime") or 0.0)
 
     def flush(self) -> None:
-        write_csv(self.out / "train_log.csv", LOG_COLUMNS, self.s.rows)
-        write_json(self.out / "train_log.json", self.s.rows)
+        write_csv(self.out / "train_log.csv", log_columns(self.metrics), self.run.rows)
+        write_json(self.out / "train_log.json", self.run.rows)
 
     def on_train_end(self, args, state, control, **kw):
         if state.is_world_process_zero:
@@ -129,11 +134,21 @@ class LivePrinter(TrainerCallback):
     """Fixed-column live line every ``every`` steps, a line before each dev evaluation (it can take
     as long as several steps) and one with its result. tok/s counts the training steps' time only."""
 
-    HEADER = f"{'step':>7} {'loss':>8} {'ce':>8} {'kl':>8} {'lr':>9} {'tok/s':>8} {'elapsed':>8} {'eta':>8}"
-
-    def __init__(self, state: RunState, every: int, printer=print, dev_examples: int = 0):
-        self.s, self.every, self.print, self.dev_examples = state, every, printer, dev_examples
+    def __init__(
+        self,
+        state: RunState,
+        every: int,
+        metrics: tuple[str, ...],
+        printer: Callable[[str], Any] = print,
+        dev_examples: int = 0,
+    ):
+        self.run, self.every, self.metrics, self.print = state, every, metrics, printer
+        self.dev_examples = dev_examples
         self._header_done = False
+
+    def header(self) -> str:
+        cols = "".join(f" {m[-8:]:>8}" for m in self.metrics)
+        return f"{'step':>7}{cols} {'lr':>9} {'tok/s':>8} {'elapsed':>8} {'eta':>8}"
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
@@ -145,7 +160,7 @@ class LivePrinter(TrainerCallback):
             return
         if "loss" not in logs:
             return
-        if step % self.every == 0 or step == 1 or step == self.s.max_steps:
+        if step % self.every == 0 or step == 1 or step == self.run.max_steps:
             self._line(step, logs)
         # HF's flow callback decided at this step's end whether an evaluation follows the log
         if control.should_evaluate and self.dev_examples:
@@ -153,15 +168,14 @@ class LivePrinter(TrainerCallback):
 
     def _line(self, step: int, logs: dict[str, Any]) -> None:
         if not self._header_done:
-            self.print(self.HEADER)
+            self.print(self.header())
             self._header_done = True
-        elapsed = self.s.elapsed()
-        tps = (logs.get("tokens") or 0) / max(self.s.step_s(), 1e-9)
-        eta = elapsed / step * (self.s.max_steps - step) if step else float("nan")
-        kl = logs.get("kl")
-        kl_s = f"{kl:8.4f}" if kl is not None else f"{'-':>8}"
+        elapsed = self.run.elapsed()
+        tps = (logs.get("tokens") or 0) / max(self.run.step_s(), 1e-9)
+        eta = elapsed / step * (self.run.max_steps - step) if step else float("nan")
+        values = "".join(f" {v:8.4f}" if v is not None else f" {'-':>8}" for v in map(logs.get, self.metrics))
         self.print(
-            f"{step:>7} {logs['loss']:8.4f} {logs['ce']:8.4f} {kl_s} {logs.get('learning_rate', 0):9.2e} "
+            f"{step:>7}{values} {logs.get('learning_rate', 0):9.2e} "
             f"{tps:8.1f} {_fmt_duration(elapsed):>8} {_fmt_duration(eta):>8}"
         )
 
@@ -170,11 +184,11 @@ class TimeLimit(TrainerCallback):
     """Stops after ``max_minutes`` of wall time since process start (the step in flight finishes)."""
 
     def __init__(self, state: RunState, max_minutes: float):
-        self.s, self.limit = state, max_minutes * 60
+        self.run, self.limit = state, max_minutes * 60
 
     def on_step_end(self, args, state, control, **kw):
-        if self.limit > 0 and time.time() - self.s.t_start >= self.limit:
-            self.s.stop(control, "time_limit")
+        if self.limit > 0 and time.time() - self.run.t_start >= self.limit:
+            self.run.stop(control, "time_limit")
 
 
 class NonFiniteStop(TrainerCallback):
@@ -184,14 +198,14 @@ class NonFiniteStop(TrainerCallback):
     (adapter) weights are checked too, so a checkpoint never holds non-finite weights."""
 
     def __init__(self, state: RunState):
-        self.s = state
+        self.run = state
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if (control.should_save or control.should_training_stop) and model is not None:
             bad = _non_finite_param(model)
             if bad:
                 what = f"trainable weight `{bad}` is not finite after step {state.global_step}"
-                self._stop(control, self.s.non_finite or what)
+                self._stop(control, self.run.non_finite or what)
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -203,8 +217,8 @@ class NonFiniteStop(TrainerCallback):
                 return
 
     def _stop(self, control, what: str) -> None:
-        self.s.non_finite = what
-        self.s.stop_reason = "non_finite_loss"  # overrides any other stop: it explains the weights
+        self.run.non_finite = what
+        self.run.stop_reason = "non_finite_loss"  # overrides any other stop: it explains the weights
         control.should_training_stop = True
         control.should_save = False
 
@@ -228,7 +242,7 @@ class InterruptStop(TrainerCallback):
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, state: RunState, printer: Callable[[str], Any] | None = None):
-        self.s, self.print = state, printer
+        self.run, self.print = state, printer
         self._old: dict[int, Any] = {}
 
     def on_train_begin(self, args, state, control, **kw):
@@ -237,17 +251,17 @@ class InterruptStop(TrainerCallback):
                 self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.s.signal and signum == signal.SIGINT:
+        if self.run.signal and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: the user wants out now
-        if not self.s.signal:
-            self.s.signal = signum
+        if not self.run.signal:
+            self.run.signal = signum
             if self.print:
                 name = signal.Signals(signum).name
                 self.print(f"{name}: finishing this step, then saving (Ctrl-C again to abort)")
 
     def on_step_end(self, args, state, control, **kw):
-        if self.s.signal:
-            self.s.stop(control, "interrupted")
+        if self.run.signal:
+            self.run.stop(control, "interrupted")
 
     def on_train_end(self, args, state, control, **kw):
         self.restore()
@@ -269,15 +283,15 @@ class StopSync(TrainerCallback):
     """
 
     def __init__(self, state: RunState, checkpoints: bool):
-        self.s, self.checkpoints = state, checkpoints
+        self.run, self.checkpoints = state, checkpoints
 
     def on_step_end(self, args, state, control, **kw):
         self._sync(args, control)
         if not control.should_training_stop:
             return
-        if self.s.stop_reason == "non_finite_loss":
+        if self.run.stop_reason == "non_finite_loss":
             control.should_save = False
-        elif self.checkpoints and self.s.stop_reason in RESUMABLE_STOPS:
+        elif self.checkpoints and self.run.stop_reason in RESUMABLE_STOPS:
             control.should_save = True
 
     def _sync(self, args, control) -> None:
@@ -286,17 +300,17 @@ class StopSync(TrainerCallback):
 
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return
-        stop = control.should_training_stop and self.s.stop_reason in SYNCED_STOPS
-        code = SYNCED_STOPS.index(self.s.stop_reason) if stop else 0
-        t = torch.tensor([code, self.s.signal], device=args.device, dtype=torch.long)
+        stop = control.should_training_stop and self.run.stop_reason in SYNCED_STOPS
+        code = SYNCED_STOPS.index(self.run.stop_reason) if stop else 0
+        t = torch.tensor([code, self.run.signal], device=args.device, dtype=torch.long)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         code, sig = int(t[0]), int(t[1])
-        self.s.signal = self.s.signal or sig
+        self.run.signal = self.run.signal or sig
         if code:
             if SYNCED_STOPS[code] == "non_finite_loss":
-                self.s.stop_reason = "non_finite_loss"
-                self.s.non_finite = self.s.non_finite or "non-finite weights on another rank"
-            self.s.stop(control, SYNCED_STOPS[code])
+                self.run.stop_reason = "non_finite_loss"
+                self.run.non_finite = self.run.non_finite or "non-finite weights on another rank"
+            self.run.stop(control, SYNCED_STOPS[code])
 
 
 class RunCheckpoint(TrainerCallback):
@@ -306,7 +320,7 @@ class RunCheckpoint(TrainerCallback):
     the whole run. The file is written last, atomically: see STATE_FILE."""
 
     def __init__(self, state: RunState, stateful: list[Resumable], world_size: int):
-        self.s, self.stateful, self.world_size = state, stateful, world_size
+        self.run, self.stateful, self.world_size = state, stateful, world_size
         self.totals: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set to trainer.run_totals
 
     def on_save(self, args, state, control, **kw):
@@ -317,34 +331,15 @@ class RunCheckpoint(TrainerCallback):
         saved = {
             "step": state.global_step,
             "world_size": self.world_size,
-            "data_sha256": self.s.data_sha256,  # a resume checks the data is still the same file
-            "train_s": round(self.s.elapsed(), 3),
-            "eval_s": round(self.s.eval_s, 3),
+            "data_sha256": self.run.data_sha256,  # a resume checks the data is still the same file
+            "train_s": round(self.run.elapsed(), 3),
+            "eval_s": round(self.run.eval_s, 3),
             "tokens": tokens,
             "trained_tokens": trained,
-            "rows": [r for r in self.s.rows if r["step"] <= state.global_step],
+            "rows": [r for r in self.run.rows if r["step"] <= state.global_step],
             "callbacks": {type(cb).__name__: cb.snapshot() for cb in self.stateful},
         }
         write_json(ckpt / STATE_FILE, saved)
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name.rsplit("-", 1)[1])
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Checkpoints under ``root`` that were fully written (STATE_FILE and safetensors adapter
-    weights present), oldest first."""
-    found = []
-    for p in root.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        if p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file():
-            if (p / "adapter_model.safetensors").is_file():
-                found.append(p)
-    return sorted(found, key=checkpoint_step)
-
-
-def read_checkpoint_state(ckpt: Path) -> dict[str, Any]:
-    return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
 
 
 def restore_run_state(state: RunState, stateful: list[Resumable], saved: dict[str, Any]) -> None:
@@ -364,7 +359,7 @@ class PlateauStop(TrainerCallback, Resumable):
     SAVED = ("ema", "best", "best_step")
 
     def __init__(self, state: RunState, patience: int, min_delta: float, min_steps: int, smoothing: float):
-        self.s, self.patience, self.min_delta = state, patience, min_delta
+        self.run, self.patience, self.min_delta = state, patience, min_delta
         self.min_steps, self.beta = min_steps, smoothing
         self.ema: float | None = None
         self.best, self.best_step = math.inf, 0
@@ -378,7 +373,7 @@ class PlateauStop(TrainerCallback, Resumable):
         if self.ema < self.best - self.min_delta:
             self.best, self.best_step = self.ema, step
         if self.patience and step >= self.min_steps and step - self.best_step >= self.patience:
-            self.s.stop(control, "plateau")
+            self.run.stop(control, "plateau")
 
 
 class EvalPlateauStop(TrainerCallback, Resumable):
@@ -387,7 +382,7 @@ class EvalPlateauStop(TrainerCallback, Resumable):
     SAVED = ("best", "bad")
 
     def __init__(self, state: RunState, patience: int, min_delta: float, min_steps: int):
-        self.s, self.patience, self.min_delta, self.min_steps = state, patience, min_delta, min_steps
+        self.run, self.patience, self.min_delta, self.min_steps = state, patience, min_delta, min_steps
         self.best, self.bad = math.inf, 0
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
@@ -399,4 +394,4 @@ class EvalPlateauStop(TrainerCallback, Resumable):
         else:
             self.bad += 1
         if self.bad >= self.patience and state.global_step >= self.min_steps:
-            self.s.stop(control, "eval_plateau")
+            self.run.stop(control, "eval_plateau")

@@ -14,6 +14,9 @@ recomputed in backward. The frozen head needs no weight gradient; a trainable he
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -83,21 +86,29 @@ class TopKTeacher:
 Teacher = DenseTeacher | TopKTeacher
 
 
-def teacher_from_hidden(hidden: torch.Tensor, head: torch.nn.Linear, tau: float) -> DenseTeacher:
-    """Exact teacher from its hidden states at the selected positions [N, H]."""
-    return DenseTeacher(hidden, head, tau)
-
-
 def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return F.linear(h, weight, bias).float()
 
 
-def _chunk(h, weight, bias, tgt, teacher, s, e, tau, w, want_grad):
+@dataclass
+class _HeadCall:
+    """What stays fixed over one head_loss call's chunks."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    teacher: Any
+    tau: float
+    w: float  # the KL weight
+    want_grad: bool
+
+
+def _chunk(call: _HeadCall, h: torch.Tensor, tgt: torch.Tensor, s: int, e: int):
     """(ce_sum, kl_sum, dLoss/dlogits [n, V] or None) of rows s:e for Loss = CE + w * KL.
 
     dCE/dlogits = softmax - onehot; dKL/dlogits = (softmax_tau - q) / tau (q from the teacher).
     Summed here so one [n, V] x [V, H] product carries both gradients."""
-    logits = _chunk_logits(h, weight, bias)
+    teacher, tau, w, want_grad = call.teacher, call.tau, call.w, call.want_grad
+    logits = _chunk_logits(h, call.weight, call.bias)
     logp = torch.log_softmax(logits, dim=-1)
     ce = -logp.gather(1, tgt[:, None]).sum()
     s_logp = None
@@ -130,9 +141,10 @@ class _FusedHeadLoss(torch.autograd.Function):
         ce_sum = hidden.new_zeros((), dtype=torch.float32)
         kl_sum = hidden.new_zeros((), dtype=torch.float32)
         g_hidden = torch.empty_like(hidden) if want_grad else None
+        call = _HeadCall(weight, bias, teacher, tau, w, want_grad)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            ce, kl, grad = _chunk(hidden[s:e], weight, bias, targets[s:e], teacher, s, e, tau, w, want_grad)
+            ce, kl, grad = _chunk(call, hidden[s:e], targets[s:e], s, e)
             ce_sum += ce
             kl_sum += kl
             if want_grad:

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from airoad.io import move_dir_contents, write_bytes, write_json, write_text
-from airoad.sft.callbacks import LossLogger, RunState
-from airoad.sft.data import LoadStats, file_sha256
+from airoad.core.callbacks import LossLogger, RunState
+from airoad.core.chat_data import file_sha256
+from airoad.core.context import RunContext
+from airoad.core.io import move_dir_contents, write_bytes, write_json
+from airoad.core.rundir import ADAPTER_STAGING, global_batch, world, write_run_config
 
 
 def library_versions() -> dict[str, str]:
@@ -25,19 +27,6 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def run_config_dict(cfg) -> dict[str, Any]:
-    """The resolved config as run_config.yaml holds it. ``overwrite``/``resume`` say how one
-    invocation treated output_dir, not what the run is: saved off, so the file reruns the job
-    (with --overwrite true) or resumes it (with --resume true)."""
-    return {**dataclasses.asdict(cfg), "overwrite": False, "resume": False}
-
-
-def write_run_config(cfg, out: Path) -> None:
-    import yaml
-
-    write_text(out / "run_config.yaml", yaml.safe_dump(run_config_dict(cfg), sort_keys=False))
 
 
 def time_metrics(
@@ -69,8 +58,11 @@ def time_metrics(
     }
 
 
-def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
-    """loss_curve.png: total loss, CE, KL (if any) and dev loss against the step."""
+def plot_losses(
+    rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...], secondary: tuple[str, ...] = ()
+) -> None:
+    """loss_curve.png: each of a lane's ``metrics`` against the step (those in ``secondary``, on
+    another scale, on a second y axis; only when logged), and the dev loss."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,12 +70,14 @@ def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     steps = [r["step"] for r in rows]
-    for key, style in (("loss", "-"), ("ce", "--")):
-        ax.plot(steps, [r[key] for r in rows], style, label=key)
-    if any(r.get("kl") is not None for r in rows):
+    for key, style in zip((m for m in metrics if m not in secondary), ("-", "--", "-.", ":"), strict=False):
+        ax.plot(steps, [r.get(key) for r in rows], style, label=key)
+    logged = [m for m in secondary if any(r.get(m) is not None for r in rows)]
+    if logged:
         ax2 = ax.twinx()
-        ax2.plot(steps, [r.get("kl") or 0.0 for r in rows], ":", color="tab:red", label="kl")
-        ax2.set_ylabel("kl")
+        for key in logged:
+            ax2.plot(steps, [r.get(key) or 0.0 for r in rows], ":", color="tab:red", label=key)
+        ax2.set_ylabel(", ".join(logged))
         ax2.legend(loc="upper center")
     ev = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
     if ev:
@@ -100,9 +94,6 @@ def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
     tmp.unlink()
 
 
-ADAPTER_STAGING = ".adapter-staging"  # fixed name: every rank must pass the same path to save_model
-
-
 def stage_adapter(trainer, out: Path) -> Path:
     """Every rank calls this: HF's save_model gathers sharded weights (FSDP, DeepSpeed) as a
     collective and writes on rank 0 only, into a staging dir that save_run renames into place."""
@@ -112,61 +103,62 @@ def stage_adapter(trainer, out: Path) -> Path:
 
 
 def save_run(
-    cfg,
-    out: Path,
-    trainer,
-    tokenizer,
+    ctx: RunContext,
+    trainer: Any,
     state: RunState,
-    stats: LoadStats,
-    device,
-    dtype,
-    t_end_train,
-    totals,
+    *,
+    series: tuple[tuple[str, ...], tuple[str, ...]],
+    t_end_train: float,
+    totals: tuple[int, int],
     adapter_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Adapter (staged by stage_adapter) + tokenizer (saved to a temp dir), both renamed in file
-    by file; then config, info, logs, metrics, plot.
+    by file; then config, info, logs, metrics, plot. Returns the time metrics written.
 
-    totals: (non-pad tokens processed, trained tokens), whole job. ``adapter_dir`` None
-    (non-finite weights) writes everything but the adapter. Returns the time metrics written.
+    ``series``: (the lane's metrics, those plotted on a second axis). ``totals``: (non-pad tokens
+    processed, trained tokens), whole job. ``adapter_dir`` None (non-finite weights) writes
+    everything but the adapter.
     """
-    from airoad.sft.run import global_batch, world
-
+    out, cfg = ctx.out, ctx.cfg
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
-        tokenizer.save_pretrained(tmp)
+        ctx.tokenizer.save_pretrained(tmp)
         move_dir_contents(tmp, out)
     if adapter_dir is not None:
         (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # HF's pickle of its arguments
         move_dir_contents(adapter_dir, out)
         adapter_dir.rmdir()
     write_run_config(cfg, out)
+    write_json(out / "run_info.json", run_info(ctx, trainer, state))
+    metrics, secondary = series
+    LossLogger(state, out, 1, metrics).flush()
+    timing = time_metrics(state, trainer.state.global_step, *totals, t_end_train)
+    write_json(out / "time_metrics.json", timing)
+    plot_losses(state.rows, out / "loss_curve.png", metrics, secondary)
+    return timing
+
+
+def run_info(ctx: RunContext, trainer: Any, state: RunState) -> dict[str, Any]:
+    """run_info.json: what reproduces the run (command, seed, versions, device, data hashes)."""
+    cfg = ctx.cfg
     data = {
         "path": cfg.dataset_path,
         "sha256": state.data_sha256,  # hashed when training started, not after
-        "stats": dataclasses.asdict(stats),
+        "stats": dataclasses.asdict(ctx.stats),
     }
     if cfg.dev_path:
         data["dev_path"], data["dev_sha256"] = cfg.dev_path, file_sha256(cfg.dev_path)
-    write_json(
-        out / "run_info.json",
-        {
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-            "seed": cfg.seed,
-            "versions": library_versions(),
-            "device": device,
-            "dtype": str(dtype).replace("torch.", ""),
-            "data": data,
-            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-            "world_size": world()[1],
-            "global_batch": global_batch(cfg),
-            "teacher_cache": state.teacher_cache,
-        },
-    )
-    LossLogger(state, out, 1).flush()
-    metrics = time_metrics(state, trainer.state.global_step, *totals, t_end_train)
-    write_json(out / "time_metrics.json", metrics)
-    plot_losses(state.rows, out / "loss_curve.png")
-    return metrics
+    return {
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "seed": cfg.seed,
+        "versions": library_versions(),
+        "device": ctx.device,
+        "dtype": str(ctx.dtype).replace("torch.", ""),
+        "data": data,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "world_size": world()[1],
+        "global_batch": global_batch(cfg),
+        "teacher_cache": state.teacher_cache,
+    }
 
 
 def _hms(s: float) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from airoad.errors import UserError
+from airoad.core.errors import UserError
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -55,11 +55,11 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
     """Wrap ``model`` in a PEFT LoRA/DoRA adapter per cfg (lora_r, lora_alpha, lora_dropout,
     lora_target_mode, use_dora, seed). Base weights are frozen by PEFT. LoRA dropout is swapped for
     :class:`FastDropout` (same distribution, cheaper masks on CPU) and DoRA norms are cached per
-    adapter update (:mod:`airoad.sft.dora_cache`); neither changes what is saved."""
+    adapter update (:mod:`airoad.core.dora_cache`); neither changes what is saved."""
     from peft import LoraConfig, get_peft_model
 
-    from airoad.sft.dora_cache import cache_dora_norms
-    from airoad.sft.fast_dropout import use_fast_lora_dropout
+    from airoad.core.dora_cache import cache_dora_norms
+    from airoad.core.fast_dropout import use_fast_lora_dropout
 
     targets = target_modules(model, cfg.lora_target_mode)
     lcfg = LoraConfig(

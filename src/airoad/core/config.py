@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from airoad.errors import UserError
+from airoad.core.errors import UserError
 
 T = TypeVar("T")
 
@@ -237,58 +237,17 @@ def load_config(
     ("default", "FILE:LINE" or "--flag"). Raises ConfigError listing every problem.
     """
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    types_ = field_types(schema)
     parser = _build_parser(schema, prog, description)
-    problems: list[str] = []
     known, unknown = parser.parse_known_args(argv)
-    i = 0
-    while i < len(unknown):
-        tok = unknown[i]
-        if tok.startswith("--"):
-            name = tok[2:].split("=", 1)[0]
-            hint = closest(name.replace("-", "_"), list(fields))
-            fix = f"; did you mean --{hint}?" if hint else f"; see `{prog} --help`"
-            problems.append(f"unknown flag --{name}{fix}")
-            if "=" not in tok and i + 1 < len(unknown) and not unknown[i + 1].startswith("--"):
-                i += 1  # its value
-        else:
-            problems.append(f"unexpected argument {tok!r}; options are given as --<name> VALUE")
-        i += 1
-
+    problems = _unknown_flags(unknown, list(fields), prog)
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {name: "default" for name in fields}
     if known.config:
-        path = Path(known.config)
-        if not path.is_file():
-            raise ConfigError([f"--config {path}: no such file; check the path"])
-        data, lines = _yaml_with_lines(path)
-        for key, value in data.items():
-            where = f"{path}:{lines.get(key, 1)}"
-            if key not in fields:
-                hint = closest(str(key), list(fields))
-                fix = f"did you mean `{hint}`?" if hint else "remove it"
-                problems.append(f"{where}: unknown key `{key}`; {fix}")
-                continue
-            raw[key], sources[key] = value, where
+        problems += _read_yaml_values(Path(known.config), list(fields), raw, sources)
     for key, value in vars(known).items():
         if key != "config":
             raw[key], sources[key] = value, f"--{key}"
-
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        field = fields[key]
-        where = sources[key]
-        label = f"--{key}" if where.startswith("--") else f"{where}: `{key}`"
-        try:
-            coerced = coerce(value, types_[key])
-        except ValueError as e:
-            problems.append(f"{label} = {value!r} {e}")
-            continue
-        bad = _check(field, coerced)
-        if bad:
-            problems.append(f"{label} = {coerced!r} {bad}")
-            continue
-        values[key] = coerced
+    values = _checked_values(schema, raw, sources, problems)
     if problems:
         raise ConfigError(problems)
     cfg = schema(**values)
@@ -300,5 +259,62 @@ def load_config(
     return cfg, sources
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def _unknown_flags(unknown: list[str], names: list[str], prog: str) -> list[str]:
+    """One line per flag argparse did not know (with the closest name) or stray argument."""
+    problems, i = [], 0
+    while i < len(unknown):
+        tok = unknown[i]
+        if tok.startswith("--"):
+            name = tok[2:].split("=", 1)[0]
+            hint = closest(name.replace("-", "_"), names)
+            fix = f"; did you mean --{hint}?" if hint else f"; see `{prog} --help`"
+            problems.append(f"unknown flag --{name}{fix}")
+            if "=" not in tok and i + 1 < len(unknown) and not unknown[i + 1].startswith("--"):
+                i += 1  # its value
+        else:
+            problems.append(f"unexpected argument {tok!r}; options are given as --<name> VALUE")
+        i += 1
+    return problems
+
+
+def _read_yaml_values(
+    path: Path, names: list[str], raw: dict[str, Any], sources: dict[str, str]
+) -> list[str]:
+    """The YAML file's known keys into ``raw`` (``sources``: FILE:LINE); a line per unknown key."""
+    if not path.is_file():
+        raise ConfigError([f"--config {path}: no such file; check the path"])
+    data, lines = _yaml_with_lines(path)
+    problems = []
+    for key, value in data.items():
+        where = f"{path}:{lines.get(key, 1)}"
+        if key not in names:
+            hint = closest(str(key), names)
+            fix = f"did you mean `{hint}`?" if hint else "remove it"
+            problems.append(f"{where}: unknown key `{key}`; {fix}")
+            continue
+        raw[key], sources[key] = value, where
+    return problems
+
+
+def _checked_values(
+    schema: type, raw: dict[str, Any], sources: dict[str, str], problems: list[str]
+) -> dict[str, Any]:
+    """``raw`` coerced to the schema's types and checked against each option's bounds; a line in
+    ``problems`` (naming FILE:LINE or the flag) per bad value."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    types_ = field_types(schema)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = sources[key]
+        label = f"--{key}" if where.startswith("--") else f"{where}: `{key}`"
+        try:
+            coerced = coerce(value, types_[key])
+        except ValueError as e:
+            problems.append(f"{label} = {value!r} {e}")
+            continue
+        bad = _check(fields[key], coerced)
+        if bad:
+            problems.append(f"{label} = {coerced!r} {bad}")
+            continue
+        values[key] = coerced
+    return values

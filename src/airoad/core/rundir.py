@@ -1,0 +1,245 @@
+"""The run directory: output_dir policy (refuse, resume, overwrite), HF checkpoints and their
+state, the exit status of a finished run, and the rank helpers every launcher-aware step needs.
+
+Read-only checks come first and run on every rank (all reach the same verdict); only rank 0
+writes. Nothing here imports torch or transformers: a wrong output_dir fails in a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from airoad.core.chat_data import file_sha256
+from airoad.core.errors import UserError
+
+CHECKPOINTS = "checkpoints"  # HF writes checkpoint-N dirs here (save_every_steps)
+KEEP_CHECKPOINTS = 2  # the newest, and one before it in case the newest was cut short
+# What an overwrite removes before starting over, so an old adapter or log never passes for the
+# new run's (the tokenizer files and PEFT's README.md are replaced when the run saves).
+STALE_ON_OVERWRITE = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "run_info.json",
+    "train_log.csv",
+    "train_log.json",
+    "time_metrics.json",
+    "loss_curve.png",
+)
+
+RUN_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "README.md",
+    "run_config.yaml",
+    "run_info.json",
+    "train_log.csv",
+    "train_log.json",
+    "time_metrics.json",
+    "loss_curve.png",
+)
+
+
+# Written last into each HF checkpoint dir: a dir without it was cut short and is never resumed from.
+STATE_FILE = "airoad_state.json"
+CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR (tested equal)
+ADAPTER_STAGING = ".adapter-staging"  # fixed name: every rank must pass the same path to save_model
+
+
+def run_config_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as run_config.yaml holds it. ``overwrite``/``resume`` say how one
+    invocation treated output_dir, not what the run is: saved off, so the file reruns the job
+    (with --overwrite true or a new --output_dir) or resumes it (with --resume true)."""
+    return {**dataclasses.asdict(cfg), "overwrite": False, "resume": False}
+
+
+def write_run_config(cfg: Any, out: Path) -> None:
+    import yaml
+
+    from airoad.core.io import write_text
+
+    write_text(out / "run_config.yaml", yaml.safe_dump(run_config_dict(cfg), sort_keys=False))
+
+
+class RunError(UserError):
+    """A user-fixable problem found while setting up a run (one line)."""
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) as torchrun / accelerate launch set them; (0, 1) for a plain run."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_output_dir(cfg: Any, per_invocation: frozenset[str] = frozenset()) -> tuple[Path, Path | None]:
+    """Read-only checks of output_dir; returns (output_dir, checkpoint to resume from or None).
+
+    ``cfg``: a lane's config dataclass (output_dir, resume, overwrite, dataset_path, max_steps);
+    ``per_invocation``: its keys that may differ in a resumed run. Every rank runs these checks
+    before any rank writes, so all reach the same verdict.
+    """
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output_dir {out} is a file; choose a directory path (--output_dir DIR)")
+    if cfg.resume:
+        return out, resume_checkpoint(cfg, out, per_invocation)
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise RunError(
+            f"output_dir {out} is not empty; pass --resume true to continue its run from the latest "
+            "checkpoint, --overwrite true to start it over, or pick another --output_dir"
+        )
+    return out, None
+
+
+def resume_checkpoint(cfg: Any, out: Path, per_invocation: frozenset[str]) -> Path:
+    """The newest complete checkpoint of the run in ``out``, after checking this config continues
+    that run (RunError listing every mismatch otherwise)."""
+    root = out / CHECKPOINTS
+    done = complete_checkpoints(root) if root.is_dir() else []
+    if not done:
+        what = (
+            "only checkpoints cut short while saving"
+            if root.is_dir() and any(root.iterdir())
+            else "no checkpoint"
+        )
+        raise RunError(
+            f"--resume true: output_dir {out} has {what} (a run writes them every save_every_steps "
+            "when that is > 0); start over with --overwrite true, or drop --resume"
+        )
+    ckpt = done[-1]
+    saved = read_checkpoint_state(ckpt)
+    problems = resume_mismatches(cfg, out, per_invocation) + data_changed(cfg, out, saved.get("data_sha256"))
+    if saved["step"] >= cfg.max_steps and not problems:
+        raise RunError(
+            f"--resume true: the run in {out} already finished ({ckpt.name} is step {saved['step']} "
+            f"of max_steps {cfg.max_steps}); nothing to resume"
+        )
+    ranks = saved.get("world_size", 1)
+    if ranks != world()[1]:
+        problems.append(
+            f"--resume true: {ckpt} was written by {ranks} process(es), this launch has {world()[1]}; "
+            "resume with the same number of processes (the data shards depend on it)"
+        )
+    if problems:
+        raise RunError(problems)
+    return ckpt
+
+
+def data_changed(cfg: Any, out: Path, saved_sha: str | None) -> list[str]:
+    """One line if dataset_path's bytes differ from those the run in ``out`` trained on."""
+    path = Path(cfg.dataset_path)
+    now = file_sha256(path) if saved_sha and path.is_file() else saved_sha
+    if now == saved_sha:
+        return []
+    return [
+        f"--resume true: dataset_path {path} changed since the run in {out} started (sha256 "
+        f"{now[:12]}, was {saved_sha[:12]}); a resumed run would train on other data in "
+        "the saved order: restore the file, or start over with --overwrite true"
+    ]
+
+
+def resume_mismatches(cfg: Any, out: Path, per_invocation: frozenset[str]) -> list[str]:
+    """One line per key that differs from the run being resumed (keys in ``per_invocation`` may)."""
+    import yaml
+
+    from airoad.core.config import coerce, field_types
+
+    saved_path = out / "run_config.yaml"
+    if not saved_path.is_file():
+        return []
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    types_ = field_types(type(cfg))
+    problems = []
+    for f in dataclasses.fields(cfg):
+        if f.name in per_invocation or f.name not in saved:
+            continue
+        try:
+            old = coerce(saved[f.name], types_[f.name])
+        except ValueError:
+            old = saved[f.name]
+        new = getattr(cfg, f.name)
+        if old != new:
+            problems.append(
+                f"--resume true: `{f.name}` is {new!r} but the run in {out} used {old!r}; resuming "
+                f"continues that run: use `--config {saved_path} --resume true`"
+            )
+    return problems
+
+
+def sync_ranks(device: str) -> None:
+    """Under a launcher: start the process group now and wait until every rank is here."""
+    if world()[1] <= 1:
+        return
+    from accelerate import PartialState
+
+    PartialState(cpu=device == "cpu").wait_for_everyone()
+
+
+def prepare_output_dir(cfg: Any, out: Path, ckpt: Path | None) -> None:
+    """Rank 0, after every rank checked: create output_dir, clear what an overwrite replaces or an
+    interrupted save left behind, and write run_config.yaml first (a killed run can be resumed
+    with `--config output_dir/run_config.yaml --resume true`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / ADAPTER_STAGING, ignore_errors=True)  # left by a crash while saving
+    root = out / CHECKPOINTS
+    if cfg.overwrite:
+        for name in STALE_ON_OVERWRITE:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)  # would confuse rotation and a later --resume
+    elif ckpt is not None:
+        done = set(complete_checkpoints(root))
+        for p in root.iterdir():
+            if p not in done and p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit():
+                if checkpoint_step(p) > checkpoint_step(ckpt):
+                    shutil.rmtree(p, ignore_errors=True)  # cut short while saving
+    write_run_config(cfg, out)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints under ``root`` that were fully written (STATE_FILE and safetensors adapter
+    weights present), oldest first."""
+    found = []
+    for p in root.glob(f"{CHECKPOINT_PREFIX}-*"):
+        if p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file():
+            if (p / "adapter_model.safetensors").is_file():
+                found.append(p)
+    return sorted(found, key=checkpoint_step)
+
+
+def read_checkpoint_state(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def global_batch(cfg: Any) -> int:
+    """Examples per optimizer step over the whole job."""
+    return cfg.per_device_batch_size * cfg.grad_accum * world()[1]
+
+
+def exit_status(out: Path, state: Any, printer=print) -> int:
+    """0 for a finished run; 128 + signal for an interrupted one (the shell's convention: 130 for
+    Ctrl-C, 143 for SIGTERM); 1 for a non-finite loss, with what to do about it."""
+    if state.stop_reason == "interrupted":
+        return 128 + (state.signal or signal.SIGINT)
+    if state.stop_reason != "non_finite_loss":
+        return 0
+    root = out / CHECKPOINTS
+    good = complete_checkpoints(root) if root.is_dir() else []
+    kept = (
+        f"last good checkpoint kept: {good[-1]} (step {checkpoint_step(good[-1])})"
+        if good
+        else "no checkpoint to go back to (save_every_steps is 0)"
+    )
+    printer(
+        f"error: training stopped: {state.non_finite}; the adapter was not saved (its weights are "
+        f"not finite), logs and time_metrics were; {kept}. Lower learning_rate or check the data, "
+        "then start over with --overwrite true"
+    )
+    return 1

@@ -1,0 +1,137 @@
+"""The structure says what the code is: lanes over one core (docs/architecture.md), checked from
+the import graph of src/ (every import statement, lazy ones inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = SRC / "airoad"
+LANES = ("airoad.sft",)  # each lane: its own package; none imports another, nothing else imports it
+MAX_LINES, MAX_POSITIONAL = 80, 7
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def imports_of(path: Path) -> set[str]:
+    """airoad modules ``path`` imports, anywhere in the file (``from airoad.x import y`` counts as
+    airoad.x.y when that is a module, else as airoad.x)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("airoad")}
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("airoad")
+        ):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if sub in MODULES else node.module)
+    return {m for m in found if m in MODULES}
+
+
+GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_graph_sees_lazy_imports():
+    assert "airoad.core.fit" in GRAPH["airoad.sft.run"]  # imported inside train()
+    assert "airoad.core.model_parts" in GRAPH["airoad.sft.teacher_cache"]  # inside a function
+
+
+def test_nothing_outside_a_lane_imports_it_and_lanes_do_not_import_each_other():
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        for t in targets
+        for lane in LANES
+        if in_package(t, lane) and not in_package(m, lane)
+    ]
+    assert not bad, bad
+
+
+def test_the_core_imports_no_lane_and_no_tool():
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if in_package(m, "airoad.core")
+        for t in targets
+        if not in_package(t, "airoad.core")
+    ]
+    assert not bad, bad
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as [a, b, ..., a], or None (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                return path[path.index(t) :] + [t]
+            if t not in state and (cycle := visit(t)):
+                return cycle
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (cycle := visit(m)):
+            return cycle
+    return None
+
+
+def test_the_cycle_check_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def _autograd_method(node: ast.FunctionDef, parents: dict) -> bool:
+    owner = parents.get(node)
+    bases = [ast.unparse(b) for b in getattr(owner, "bases", [])]
+    return node.name in ("forward", "backward") and any(b.endswith("autograd.Function") for b in bases)
+
+
+def test_functions_fit_on_a_screen_and_take_few_positional_arguments():
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or _autograd_method(
+                node, parents
+            ):
+                continue
+            where = f"{path.relative_to(SRC)}:{node.lineno} {node.name}"
+            lines = node.end_lineno - node.lineno + 1
+            positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+            if lines > MAX_LINES:
+                bad.append(f"{where}: {lines} lines")
+            if len(positional) > MAX_POSITIONAL:
+                bad.append(f"{where}: {len(positional)} positional parameters")
+    assert not bad, bad
+
+
+def test_the_run_dir_checkpoint_prefix_is_hf_s():
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from airoad.core.rundir import CHECKPOINT_PREFIX
+
+    assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR
