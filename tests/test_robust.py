@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,13 +215,27 @@ def test_sigkilled_run_resumes_to_the_same_steps_data_order_lr_and_loss(
         torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def trained_short_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """A finished 4-step run with checkpoints at steps 2 and 4, trained once for this module."""
+    root = tmp_path_factory.mktemp("short-run")
+    data = write_jsonl(root / "train.jsonl", CHAT_ROWS * 3)
+    cfg = cfg_for(tiny_model_dir, data, root / "run", "--max_steps", "4", "--save_every_steps", "2")
+    out, _ = train(cfg, **QUIET)
+    return out
+
+
 @pytest.fixture()
-def short_run(tiny_model_dir, chat_file, tmp_path) -> Path:
-    """A finished 4-step run with checkpoints at steps 2 and 4."""
-    out, _ = train(
-        cfg_for(tiny_model_dir, chat_file, tmp_path / "run", "--max_steps", "4", "--save_every_steps", "2"),
-        **QUIET,
-    )
+def short_run(trained_short_run, tmp_path) -> Path:
+    """This test's own copy of the short run and its data (the tests change both), with
+    run_config.yaml pointing at the copies, as if the run had been trained here."""
+    out = tmp_path / "run"
+    shutil.copytree(trained_short_run, out)
+    data = tmp_path / "short-train.jsonl"
+    shutil.copyfile(trained_short_run.parent / "train.jsonl", data)
+    saved = yaml.safe_load((out / "run_config.yaml").read_text())
+    saved.update(dataset_path=str(data), output_dir=str(out))
+    (out / "run_config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     return out
 
 
