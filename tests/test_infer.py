@@ -206,8 +206,16 @@ def test_merge_refuses_non_empty_out_and_overwrite_replaces_it_whole(lora_run, t
     # the adapter dir itself is never a valid --out, even with --overwrite
     assert cli(["merge", "--adapters", str(lora_run), "--out", str(lora_run), "--overwrite", "true"]) == 2
     assert "is or contains the input" in capsys.readouterr().err
+    # --overwrite replaces only what airoad wrote: a folder with the user's own file stays refused
+    assert cli(["merge", "--adapters", str(lora_run), "--out", str(out), "--overwrite", "true"]) == 2
+    assert "holds files airoad did not write (keep.txt)" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    assert cli(["merge", "--adapters", str(lora_run), "--out", str(out)]) == 0  # empty: no flag needed
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert cli(["merge", "--adapters", str(lora_run), "--out", str(out), "--overwrite", "true"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "model.safetensors").stat().st_mtime_ns != stamp
+    assert not list(out.parent.glob(".m.merge-*"))  # no staging folder left behind
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # the staging dir is gone
 
 

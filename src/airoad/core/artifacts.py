@@ -14,6 +14,7 @@ from airoad.core.callbacks import LossLogger, RunState
 from airoad.core.chat_data import file_sha256
 from airoad.core.context import RunContext
 from airoad.core.io import move_dir_contents, write_bytes, write_json
+from airoad.core.outputs import record
 from airoad.core.rundir import ADAPTER_STAGING, global_batch, world, write_run_config
 
 
@@ -122,9 +123,11 @@ def save_run(
     out, cfg = ctx.out, ctx.cfg
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
         ctx.tokenizer.save_pretrained(tmp)
+        record(out, [p.name for p in Path(tmp).iterdir()])  # before they land: a later --overwrite knows them
         move_dir_contents(tmp, out)
     if adapter_dir is not None:
         (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # HF's pickle of its arguments
+        record(out, [p.name for p in adapter_dir.iterdir()])
         move_dir_contents(adapter_dir, out)
         adapter_dir.rmdir()
     write_run_config(cfg, out)

@@ -20,6 +20,7 @@ from typing import Any
 from airoad.core import callbacks as cb
 from airoad.core.chat_data import file_sha256
 from airoad.core.context import RunContext
+from airoad.core.outputs import release_lock
 from airoad.core.rundir import (
     CHECKPOINTS,
     KEEP_CHECKPOINTS,
@@ -181,7 +182,7 @@ def resume_counters(trainer: Any, state: cb.RunState, stateful: list[cb.Resumabl
 
 def fit(ctx: RunContext, lane: Lane) -> Any:
     """Train ``lane`` in ``ctx``; returns the finished trainer with ``run_state`` (its RunState)."""
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     cfg, printer = ctx.cfg, ctx.printer
     quiet_libraries()
@@ -194,7 +195,18 @@ def fit(ctx: RunContext, lane: Lane) -> Any:
     # Every rank has checked config, data, output_dir and weights: now rank 0 may write.
     sync_ranks(ctx.device)
     if world()[0] == 0:
-        prepare_output_dir(cfg, ctx.out, ctx.ckpt)
+        prepare_output_dir(cfg, ctx.out, ctx.ckpt)  # takes output_dir's lock
+    try:
+        return _train_locked(ctx, lane, model)
+    finally:
+        if world()[0] == 0:
+            release_lock(ctx.out)
+
+
+def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
+    from transformers import PrinterCallback
+
+    cfg, printer = ctx.cfg, ctx.printer
     sync_ranks(ctx.device)
     printer(model_line(ctx, model))
     sha = file_sha256(cfg.dataset_path)  # once, when training starts: run_info and checkpoints record it

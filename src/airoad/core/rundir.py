@@ -17,22 +17,26 @@ from typing import Any
 
 from airoad.core.chat_data import file_sha256
 from airoad.core.errors import UserError
+from airoad.core.outputs import (
+    LOCK,
+    MANIFEST,
+    acquire_lock,
+    clash,
+    creatable,
+    foreign,
+    in_use,
+    lock_holder,
+    not_ours,
+    ours,
+    record,
+    remove_recorded,
+)
 
 CHECKPOINTS = "checkpoints"  # HF writes checkpoint-N dirs here (save_every_steps)
 KEEP_CHECKPOINTS = 2  # the newest, and one before it in case the newest was cut short
-# What an overwrite removes before starting over, so an old adapter or log never passes for the
-# new run's (the tokenizer files and PEFT's README.md are replaced when the run saves).
-STALE_ON_OVERWRITE = (
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "run_info.json",
-    "train_log.csv",
-    "train_log.json",
-    "time_metrics.json",
-    "loss_curve.png",
-)
-
+TEACHER_CACHE_LINK = "teacher_cache.safetensors"  # a KL run's cache, hard-linked into output_dir
 RUN_FILES = (
+    MANIFEST,
     "adapter_config.json",
     "adapter_model.safetensors",
     "README.md",
@@ -78,21 +82,39 @@ def world() -> tuple[int, int]:
 def check_output_dir(cfg: Any, per_invocation: frozenset[str] = frozenset()) -> tuple[Path, Path | None]:
     """Read-only checks of output_dir; returns (output_dir, checkpoint to resume from or None).
 
-    ``cfg``: a lane's config dataclass (output_dir, resume, overwrite, dataset_path, max_steps);
-    ``per_invocation``: its keys that may differ in a resumed run. Every rank runs these checks
-    before any rank writes, so all reach the same verdict.
+    ``cfg``: a lane's config dataclass (output_dir, resume, overwrite, dataset_path, dev_path,
+    base_model, max_steps); ``per_invocation``: its keys that may differ in a resumed run. Every rank
+    runs these checks before any rank writes, so all reach the same verdict.
     """
-    out = Path(cfg.output_dir)
+    out = Path(cfg.output_dir).expanduser()
+    inputs = [("dataset_path", cfg.dataset_path), ("dev_path", cfg.dev_path), ("base_model", cfg.base_model)]
+    if hit := clash(out, inputs):
+        raise RunError(f"output_dir {out}: {hit}; choose another --output_dir (inputs are never modified)")
     if out.exists() and not out.is_dir():
         raise RunError(f"output_dir {out} is a file; choose a directory path (--output_dir DIR)")
+    if not out.exists():
+        if problems := creatable("output_dir", out):
+            raise RunError(problems)
+    elif (holder := lock_holder(out)) is not None:
+        raise RunError(in_use("output_dir", out, holder))
     if cfg.resume:
         return out, resume_checkpoint(cfg, out, per_invocation)
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        raise RunError(
-            f"output_dir {out} is not empty; pass --resume true to continue its run from the latest "
-            "checkpoint, --overwrite true to start it over, or pick another --output_dir"
-        )
+    if out.is_dir() and any(out.iterdir()) and not startup_only(out):
+        if not cfg.overwrite:
+            raise RunError(
+                f"output_dir {out} is not empty; pass --resume true to continue its run from the latest "
+                "checkpoint, --overwrite true to start it over, or pick another --output_dir"
+            )
+        if others := foreign(out):
+            raise RunError(not_ours("output_dir", out, others))
     return out, None
+
+
+def startup_only(out: Path) -> bool:
+    """A run dir holding nothing but what a run writes before its first step (it was stopped while
+    starting): the next run may use it as if it were empty."""
+    names = {p.name for p in out.iterdir() if not ours(p.name)}
+    return (out / MANIFEST).is_file() and names <= {"run_config.yaml"} and not foreign(out)
 
 
 def resume_checkpoint(cfg: Any, out: Path, per_invocation: frozenset[str]) -> Path:
@@ -180,22 +202,27 @@ def sync_ranks(device: str) -> None:
 
 
 def prepare_output_dir(cfg: Any, out: Path, ckpt: Path | None) -> None:
-    """Rank 0, after every rank checked: create output_dir, clear what an overwrite replaces or an
-    interrupted save left behind, and write run_config.yaml first (a killed run can be resumed
-    with `--config output_dir/run_config.yaml --resume true`)."""
+    """Rank 0, after every rank checked: create and lock output_dir, clear what an overwrite replaces
+    (only files airoad recorded writing there) or an interrupted save left behind, and write
+    run_config.yaml first (a killed run can be resumed with `--config output_dir/run_config.yaml
+    --resume true`). The lock is released by :func:`airoad.core.outputs.release_lock`."""
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / ADAPTER_STAGING, ignore_errors=True)  # left by a crash while saving
+    acquire_lock(out, "output_dir")
+    for p in out.iterdir():  # debris of a dead process: we hold the lock, nobody else writes here
+        if ours(p.name) and p.name not in (LOCK, MANIFEST):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     root = out / CHECKPOINTS
-    if cfg.overwrite:
-        for name in STALE_ON_OVERWRITE:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(root, ignore_errors=True)  # would confuse rotation and a later --resume
+    if cfg.overwrite or startup_only(out):
+        remove_recorded(out)  # also checkpoints/: it would confuse rotation and a later --resume
     elif ckpt is not None:
         done = set(complete_checkpoints(root))
         for p in root.iterdir():
             if p not in done and p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit():
                 if checkpoint_step(p) > checkpoint_step(ckpt):
                     shutil.rmtree(p, ignore_errors=True)  # cut short while saving
+    # Every name the run may write, before it writes any: a run killed at any point leaves a dir
+    # whose files a later --overwrite knows as airoad's (the tokenizer's are added when saved).
+    record(out, [*RUN_FILES, CHECKPOINTS, TEACHER_CACHE_LINK])
     write_run_config(cfg, out)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from airoad.core.chat_data import Conversation, DataError, read_rows, to_conversation
+from airoad.core.outputs import output_problems
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:
@@ -26,24 +26,10 @@ def read_many(paths: list[str]) -> tuple[list[list[Conversation]], list[str]]:
     return out, problems
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
-
-
-def out_problems(out: str | None, inputs: list[str], overwrite: bool) -> list[str]:
-    """Problems with ``--out``: missing, a directory, one of the inputs, or existing without --overwrite."""
-    if not out:
-        return ["--out is required; give the JSONL file to write"]
-    path = Path(out)
-    if path.is_dir():
-        return [f"--out {path}: is a directory; give a file path"]
-    if any(_same_file(path, Path(i)) for i in inputs):
-        return [f"--out {path}: is also an input; write to another file (inputs are never modified)"]
-    if path.exists() and not overwrite:
-        return [f"--out {path}: already exists; pass --overwrite to replace it, or choose another --out"]
-    return []
+def out_problems(out: str | None, inputs: list[tuple[str, str | None]], overwrite: bool) -> list[str]:
+    """Problems with ``--out`` (a JSONL file; ``inputs``: (flag, path) of what the tool reads): see
+    :func:`airoad.core.outputs.output_problems`."""
+    return output_problems("--out", out, inputs, overwrite=overwrite, kind="file")
 
 
 def normalise(text: str) -> str:

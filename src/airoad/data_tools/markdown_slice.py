@@ -45,7 +45,7 @@ def rewrite_last_answer(conv: Conversation) -> tuple[str, list[dict[str, str]]]:
 
 def build_slice(cfg: SliceConfig) -> tuple[list[dict], Counter, int]:
     """(rows, counts per kind, rows in the input). Raises UserError for bad --out or input data."""
-    problems = out_problems(cfg.out, [cfg.infile or ""], cfg.overwrite)
+    problems = out_problems(cfg.out, [("--infile", cfg.infile)], cfg.overwrite)
     try:
         rows = read_rows(cfg.infile or "")
     except DataError as e:

@@ -112,7 +112,7 @@ def build_mix(cfg: MixConfig) -> tuple[list[dict], list[InputReport]]:
             specs.append(parse_input(arg))
         except UserError as e:
             problems += e.problems
-    problems += out_problems(cfg.out, [p for p, _ in specs], cfg.overwrite)
+    problems += out_problems(cfg.out, [("--inputs", p) for p, _ in specs], cfg.overwrite)
     files, data_problems = read_many([p for p, _ in specs])
     if problems or data_problems:
         raise UserError(problems + data_problems)

@@ -64,7 +64,7 @@ def draw(n: int, seed: int, banned: tuple[str, ...] = ()) -> list[dict]:
 
 
 def run(cfg: NegGuardConfig) -> list[dict]:
-    problems = out_problems(cfg.out, [cfg.banned] if cfg.banned else [], cfg.overwrite)
+    problems = out_problems(cfg.out, [("--banned", cfg.banned)], cfg.overwrite)
     try:
         banned = load_banned(cfg.banned) if cfg.banned else ()
     except UserError as e:

@@ -93,9 +93,10 @@ def to_terminal(report: dict[str, Any]) -> str:
 def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate every side's answers, print them, write the reports asked for; returns the report."""
     from airoad.core.io import write_json, write_text
-    from airoad.infer.sides import answer_all, report_header, sample_records
+    from airoad.infer.sides import answer_all, check_reports, report_header, sample_records
 
     md_path, json_path = report_paths(cfg.out)
+    check_reports(cfg, [p for p in (md_path, json_path) if p])
     ans = answer_all(cfg, printer)
     report = {**report_header("compare", cfg, ans), "samples": sample_records(ans)}
     printer("")

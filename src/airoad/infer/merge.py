@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
+from airoad.core.outputs import output_problems, pid_alive, record
 from airoad.infer.schema import MergeConfig
 
 MERGE_INFO = "airoad_merge.json"
@@ -43,19 +44,11 @@ class MergeError(UserError):
     """The merge cannot be written (bad --out, failed check); one line each."""
 
 
-def check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse a file, a non-empty dir without ``overwrite``, or a dir that is or holds an input."""
-    if out.exists() and not out.is_dir():
-        raise MergeError(f"--out {out}: is a file; give a directory for the merged checkpoint")
-    target = out.resolve()
-    for p in inputs:
-        src = p.resolve()
-        if src == target or target in src.parents:
-            raise MergeError(f"--out {out}: is or contains the input {p}; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise MergeError(
-            f"--out {out}: not empty; pass --overwrite true to replace it, or choose another --out"
-        )
+def check_out(out: Path, overwrite: bool, inputs: list[tuple[str, Path | str | None]]) -> None:
+    """Refuse a file, an input (or a dir that is in or holds one), a non-empty dir without ``overwrite``."""
+    problems = output_problems("--out", out, inputs, overwrite=overwrite, kind="dir")
+    if problems:
+        raise MergeError(problems)
 
 
 def saved_dtype(base: str, requested: str, trust_remote_code: bool) -> Any:
@@ -153,7 +146,11 @@ def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
     source = resolve_source(cfg.base, cfg.adapters)
     out = Path(cfg.out)
     base_dir = Path(source.base).expanduser()
-    check_out(out, cfg.overwrite, [source.adapters] + ([base_dir] if base_dir.exists() else []))
+    check_out(
+        out,
+        cfg.overwrite,
+        [("--adapters", source.adapters), ("base", base_dir if base_dir.exists() else None)],
+    )
     for note in source.notes:
         printer(note)
     loaded = load(source, cfg.device, "float32", cfg.trust_remote_code)
@@ -183,12 +180,24 @@ def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path)
     from airoad.core.io import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.merge-") as tmp:
+    remove_dead_staging(out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.merge-{os.getpid()}-") as tmp:
         stage = Path(tmp) / "checkpoint"
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
         write_json(stage / MERGE_INFO, info)
+        record(stage, [p.name for p in stage.iterdir()])  # what a later --overwrite may replace
         install(stage, out, Path(tmp))
+
+
+def remove_dead_staging(out: Path) -> None:
+    """Staging folders of earlier merges into ``out`` whose process is gone (killed mid-save)."""
+    import shutil
+
+    for p in out.parent.glob(f".{out.name}.merge-*-*"):
+        pid = p.name[len(f".{out.name}.merge-") :].split("-", 1)[0]
+        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

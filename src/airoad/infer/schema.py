@@ -74,6 +74,7 @@ class GenerateOptions:
         "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
     )
     trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+    overwrite: bool = opt(False, "Replace an existing --out report (never one of the inputs).")
 
     def validate(self) -> list[str]:
         if not self.base and not self.adapters:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from airoad.core.outputs import OutputError, output_problems
 from airoad.infer.loading import Loaded, load, resolve_source
 from airoad.infer.prompts import Prompt, load_prompts
 from airoad.infer.schema import GenerateOptions
@@ -22,6 +24,19 @@ class Answers:
     prompts: list[Prompt]
     system_prompt: str | None  # the system turn given to prompts without their own (None: template default)
     by_side: dict[str, list[Any]]  # side -> [Generation], one per prompt, in prompt order
+
+
+def check_reports(cfg: GenerateOptions, reports: list[Path], extra_inputs: tuple = ()) -> None:
+    """Refuse report paths that would land on an input (adapters, base, prompts, ``extra_inputs``)
+    or replace an existing report without --overwrite: before any model loads."""
+    inputs = [("--adapters", cfg.adapters), ("--base", cfg.base), ("--prompts", cfg.prompts), *extra_inputs]
+    problems = [
+        line
+        for path in reports
+        for line in output_problems("--out", path, inputs, overwrite=cfg.overwrite, kind="file")
+    ]
+    if problems:
+        raise OutputError(problems)
 
 
 def answer_all(cfg: GenerateOptions, printer: Callable[[str], None] = print) -> Answers:

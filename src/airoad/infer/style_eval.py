@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from airoad.core.text_checks import banned_hits, has_heading, has_list, load_banned
@@ -74,8 +75,10 @@ def table(report: dict[str, Any]) -> str:
 def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate, score, summarise, measure drift; print the table, write ``cfg.out``; returns the report."""
     from airoad.core.io import write_json
-    from airoad.infer.sides import answer_all, report_header, sample_records
+    from airoad.infer.sides import answer_all, check_reports, report_header, sample_records
 
+    if cfg.out:
+        check_reports(cfg, [Path(cfg.out)], extra_inputs=(("--banned", cfg.banned),))
     banned = load_banned(cfg.banned)  # a bad --banned file fails before any model loads
     ans = answer_all(cfg, printer)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.context import RunContext
-from airoad.core.rundir import check_output_dir, exit_status, world
+from airoad.core.rundir import TEACHER_CACHE_LINK, check_output_dir, exit_status, world
 from airoad.sft.data import Example, build_examples, read_data
 from airoad.sft.schema import PER_INVOCATION, TrainConfig
 
@@ -134,7 +134,7 @@ def attach_teacher_cache(ctx: RunContext, trainer: Any, train_ex: list[Example])
         cache_dir=cache_dir,
     )
     trainer.teacher_cache = cache
-    local = out / "teacher_cache.safetensors"
+    local = out / TEACHER_CACHE_LINK
     if world()[0] == 0:  # one writer into output_dir
         local.unlink(missing_ok=True)
         try:
