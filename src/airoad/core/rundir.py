@@ -93,13 +93,14 @@ def check_output_dir(cfg: Any, per_invocation: frozenset[str] = frozenset()) -> 
     if out.exists() and not out.is_dir():
         raise RunError(f"output_dir {out} is a file; choose a directory path (--output_dir DIR)")
     if not out.exists():
-        if problems := creatable("output_dir", out):
+        if problems := creatable("--output_dir", out):
             raise RunError(problems)
     elif (holder := lock_holder(out)) is not None:
         raise RunError(in_use("output_dir", out, holder))
     if cfg.resume:
         return out, resume_checkpoint(cfg, out, per_invocation)
-    if out.is_dir() and any(out.iterdir()) and not startup_only(out):
+    # airoad's own debris (a dead run's lock, temp files) does not make a directory non-empty
+    if out.is_dir() and any(not ours(p.name) for p in out.iterdir()) and not startup_only(out):
         if not cfg.overwrite:
             raise RunError(
                 f"output_dir {out} is not empty; pass --resume true to continue its run from the latest "
