@@ -9,11 +9,23 @@ import json
 
 
 def main(argv: list[str]) -> int:
+    from airoad.core.commands import run_guarded
+    from airoad.core.config import closest
     from airoad.core.devices import describe
+    from airoad.core.errors import UserError
 
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
+
+    def bad_args() -> int:
+        def fix(a: str) -> str:
+            return "did you mean --json?" if closest(a.lstrip("-"), ["json"]) else "the only option is --json"
+
+        raise UserError([f"airoad env: unknown argument {a!r}; {fix(a)}" for a in argv if a != "--json"])
+
+    if [a for a in argv if a != "--json"]:
+        return run_guarded(bad_args)
     info = describe()
     if "--json" in argv:
         print(json.dumps(info, indent=2))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,8 @@ def read_rows(
         raise DataError([f"{path}: no such file; check the path (relative paths start at {Path.cwd()})"])
     if path.is_dir():
         raise DataError([f"{path}: is a directory; give a .jsonl file"])
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
+        raise DataError([f"{path}: not a regular file (a pipe or device); give a .jsonl file"])
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -131,17 +134,15 @@ def read_rows(
             [f"{path}:{line}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8"]
         ) from None
     rows, problems = [], []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends lines with \n (\r\n too); str.splitlines() would also split inside valid JSON
+    # strings at U+2028, U+0085 and other separators that JSON allows unescaped.
+    for n, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.removesuffix("\r")
         if not raw.strip():
             continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            problems.append(
-                f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); one JSON object per line"
-            )
-            continue
-        bad = check(row)
+        row, bad = _parse_line(raw)
+        if bad is None:
+            bad = check(row)
         if bad:
             problems.append(f"{path}:{n}: {bad}")
         else:
@@ -151,6 +152,34 @@ def read_rows(
     if not rows and not allow_empty:
         raise DataError([f"{path}: empty file; add one JSON conversation per line"])
     return rows
+
+
+def _parse_line(raw: str) -> tuple[Any, str | None]:
+    """(row, None) or (None, what is wrong): invalid JSON, numbers or nesting Python refuses, or text
+    that is not Unicode (a lone UTF-16 surrogate such as \\ud800)."""
+    try:
+        row = json.loads(raw)
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON ({e.msg} at column {e.colno}); one JSON object per line"
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return None, f"invalid JSON ({first_words(e)}); one JSON object per line"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply); one JSON object per line"
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            None,
+            "text holds a lone UTF-16 surrogate (an escape such as \\ud800 that is no character); fix the text",
+        )
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply); one JSON object per line"
+    return row, None
+
+
+def first_words(e: BaseException, limit: int = 80) -> str:
+    text = str(e).strip().split("\n")[0] or type(e).__name__
+    return text[:limit]
 
 
 def to_conversation(row: dict[str, Any], source: str, system_prompt: str | None) -> Conversation:

@@ -23,6 +23,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -35,6 +36,15 @@ T = TypeVar("T")
 
 class ConfigError(UserError):
     """A user mistake in a config file or flags. ``problems`` holds one line per mistake."""
+
+
+MAX_INT = 2**63 - 1  # what torch, numpy and the HF Trainer take as an integer
+SEED_MAX = 2**32 - 1  # numpy's seed range (HF set_seed seeds numpy too)
+
+
+def seed_opt(default: int, help: str) -> Any:
+    """A seed option: an integer in numpy's range [0, 2**32 - 1]."""
+    return opt(default, help, min=0, max=SEED_MAX)
 
 
 def opt(default: Any, help: str, **checks: Any) -> Any:
@@ -156,6 +166,10 @@ def _check(field: dataclasses.Field, value: Any) -> str | None:
                 return f"item {i} ({v!r}) {bad}"
         return None
     meta = field.metadata
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return f"is out of range (|value| <= {MAX_INT})"
     if "choices" in meta and value not in meta["choices"]:
         return f"must be one of {', '.join(map(str, meta['choices']))}"
     if "gt" in meta and not value > meta["gt"]:
@@ -171,10 +185,20 @@ def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """Safe-load a YAML mapping and the 1-based line of each top-level key."""
     import yaml
 
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            [f"{path}:{line}: not UTF-8 text (byte {e.start}); re-save the config as UTF-8"]
+        ) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot be read ({e.strerror}); check the path"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError([f"{path}: invalid YAML (nested too deeply); fix the syntax"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from airoad.core.chat_data import Conversation, DataError, read_rows, seeded_subset, to_conversation
-from airoad.core.config import opt
+from airoad.core.config import opt, seed_opt
 from airoad.core.errors import UserError
 from airoad.core.io import write_jsonl
 from airoad.data_tools.common import chatml_row, out_problems
@@ -26,7 +26,7 @@ class SliceConfig:
     infile: str | None = opt(None, "Input JSONL (ChatML and/or Alpaca rows), validated as for training.")
     out: str | None = opt(None, "Output ChatML JSONL to write.")
     limit: int = opt(60, "Conversations to pick (seeded random subset, file order kept; 0 = all).", min=0)
-    seed: int = opt(42, "Seed for the pick: the same seed gives a byte-identical file.")
+    seed: int = seed_opt(42, "Seed for the pick: the same seed gives a byte-identical file.")
     overwrite: bool = opt(False, "Replace --out if it exists.")
 
     def validate(self) -> list[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from airoad.core.chat_data import Conversation
-from airoad.core.config import opt
+from airoad.core.config import opt, seed_opt
 from airoad.core.errors import UserError
 from airoad.core.io import write_jsonl
 from airoad.data_tools.common import chatml_row, conversation_key, out_problems, read_many
@@ -37,7 +37,7 @@ class MixConfig:
     )
     out: str | None = opt(None, "Output ChatML JSONL to write.")
     shuffle: bool = opt(False, "Shuffle the mixed rows (seeded by --seed).")
-    seed: int = opt(42, "Seed for fractional-weight samples and the shuffle: same seed, same bytes.")
+    seed: int = seed_opt(42, "Seed for fractional-weight samples and the shuffle: same seed, same bytes.")
     dedupe: bool = opt(
         False, "Drop conversations equal to an earlier one (whitespace-normalised), before weighting."
     )
@@ -58,6 +58,9 @@ class InputReport:
     rows_out: int = 0
 
 
+MIN_WEIGHT, MAX_WEIGHT = 1e-3, 1e3  # per input
+
+
 def parse_input(arg: str) -> tuple[str, float]:
     """``PATH[:WEIGHT]`` -> (path, weight); UserError (one line naming the argument) if malformed."""
     path, sep, text = arg.rpartition(":")
@@ -75,6 +78,11 @@ def parse_input(arg: str) -> tuple[str, float]:
     if not math.isfinite(weight) or weight <= 0:
         raise UserError(
             f"--inputs {arg!r}: weight must be > 0, got {text}; give a positive weight such as {example}"
+        )
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        # 1e300 would ask for more copies than memory holds; 1e-9 would silently keep no row
+        raise UserError(
+            f"--inputs {arg!r}: weight {text} is outside [{MIN_WEIGHT:g}, {MAX_WEIGHT:g}]; give a weight such as {example}"
         )
     return path, weight
 

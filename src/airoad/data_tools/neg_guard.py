@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from airoad.core.config import opt
+from airoad.core.config import opt, seed_opt
 from airoad.core.errors import UserError
 from airoad.core.io import write_jsonl
 from airoad.core.text_checks import DEFAULT_BANNED, banned_hits, load_banned
@@ -30,7 +30,7 @@ class NegGuardConfig:
     banned: str | None = opt(
         None, "Text file of extra banned strings (one a line, '#' comments) the answers must avoid too."
     )
-    seed: int = opt(42, "Seed for which pairs are drawn and their order.")
+    seed: int = seed_opt(42, "Seed for which pairs are drawn and their order.")
     overwrite: bool = opt(False, "Replace --out if it exists.")
 
     def validate(self) -> list[str]:

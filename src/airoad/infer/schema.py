@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core.config import opt
+from airoad.core.config import opt, seed_opt
 from airoad.core.schema import DEVICES, DTYPES
 
 BASE_HELP = (
@@ -67,7 +67,7 @@ class GenerateOptions:
     )
     max_new_tokens: int = opt(256, "Most tokens generated per answer.", min=1)
     temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
-    seed: int = opt(0, "Seed for sampling and for the --n subset.")
+    seed: int = seed_opt(0, "Seed for sampling and for the --n subset.")
     batch_size: int = opt(8, "Prompts generated together (left-padded).", min=1)
     device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
     dtype: str = opt(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core.config import opt
+from airoad.core.config import opt, seed_opt
 from airoad.core.schema import DEVICES, DTYPES, SCHEDULERS
 
 TARGET_MODES = ("attn", "attn_mlp", "auto")
@@ -77,7 +77,7 @@ class TrainConfig:
         "max_minutes; the last 2 are kept (0 = off).",
         min=0,
     )
-    seed: int = opt(42, "Seed for data order, subset choice and adapter init.")
+    seed: int = seed_opt(42, "Seed for data order, subset choice and adapter init.")
     max_steps: int = opt(100, "Optimizer steps to train.", min=1)
     max_minutes: float = opt(
         0.0, "Stop cleanly after this many minutes of wall time, setup included (0 = no cap).", min=0
