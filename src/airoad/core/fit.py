@@ -60,6 +60,20 @@ class Lane:
     before_train: Callable[[RunContext, Any, cb.RunState], None] | None = None
 
 
+def check_trackers(report_to: str) -> None:
+    """RunError (one line) for a `report_to` tracker the HF Trainer does not know, before anything
+    loads (the Trainer would only refuse it after the model is in memory)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    from airoad.core.rundir import RunError
+
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ("none", "all") and n not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        known = ", ".join(sorted(INTEGRATION_TO_CALLBACK))
+        raise RunError(f"report_to: unknown tracker {unknown[0]!r}; use none, all, or some of {known}")
+
+
 def quiet_libraries() -> None:
     """Our live line is the progress report: silence weight-loading bars and known-harmless deprecations."""
     import logging

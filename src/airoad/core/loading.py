@@ -8,6 +8,7 @@ unreachable hub is one line in a second, not a minute of retries.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
@@ -22,6 +23,43 @@ def first_line(e: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type's name."""
     lines = [line for line in str(e).strip().splitlines() if line.strip()]
     return lines[0].strip() if lines else type(e).__name__
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file, from its header alone (no tensor read), or None:
+    the 8-byte header length, a JSON header, and every tensor's bytes inside the file."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "empty or truncated (no header)"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return "truncated (the header runs past the end of the file)"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"unreadable header ({first_line(e)})"
+    if not isinstance(header, dict):
+        return "unreadable header (not a JSON object)"
+    ends = [
+        t.get("data_offsets", [0, 0])[1]
+        for k, t in header.items()
+        if k != "__metadata__" and isinstance(t, dict)
+    ]
+    if any(not isinstance(e, int) for e in ends) or 8 + n + max(ends, default=0) > size:
+        return "truncated (tensor data runs past the end of the file)"
+    return None
+
+
+def check_weight_files(directory: Path, label: str) -> None:
+    """LoadError (one line) for the first damaged *.safetensors file in ``directory``."""
+    for f in sorted(directory.glob("*.safetensors")):
+        if why := safetensors_problem(f):
+            raise LoadError(f"{label} {f}: {why}; download or save the weights again")
 
 
 def _source(model: ModelSource | str, key: str) -> ModelSource:
@@ -64,6 +102,8 @@ def load_causal_lm(
     from airoad.core.lean_load import load_widened
 
     src = _source(model, key)
+    if Path(src.path).is_dir():
+        check_weight_files(Path(src.path), key)
     try:
         return load_widened(
             AutoModelForCausalLM,

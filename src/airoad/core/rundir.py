@@ -174,7 +174,15 @@ def resume_mismatches(cfg: Any, out: Path, per_invocation: frozenset[str]) -> li
     saved_path = out / "run_config.yaml"
     if not saved_path.is_file():
         return []
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    try:
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = str(e).strip().split("\n")[0] or type(e).__name__
+        raise RunError(
+            f"--resume true: {saved_path} is unreadable ({why}); restore it, or start over with --overwrite true"
+        ) from None
+    if not isinstance(saved, dict):
+        raise RunError(f"--resume true: {saved_path} is not a mapping of `key: value` lines; restore it")
     types_ = field_types(type(cfg))
     problems = []
     for f in dataclasses.fields(cfg):
@@ -236,14 +244,30 @@ def complete_checkpoints(root: Path) -> list[Path]:
     weights present), oldest first."""
     found = []
     for p in root.glob(f"{CHECKPOINT_PREFIX}-*"):
-        if p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file():
-            if (p / "adapter_model.safetensors").is_file():
+        if p.name.rsplit("-", 1)[1].isdigit() and (p / "adapter_model.safetensors").is_file():
+            if _state_or_none(p) is not None:  # missing or damaged: cut short, never resumed from
                 found.append(p)
     return sorted(found, key=checkpoint_step)
 
 
+def _state_or_none(ckpt: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(state, dict) and all(
+        k in state for k in ("step", "train_s", "tokens", "trained_tokens", "rows")
+    )
+    return state if ok else None
+
+
 def read_checkpoint_state(ckpt: Path) -> dict[str, Any]:
-    return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    state = _state_or_none(ckpt)
+    if state is None:
+        raise RunError(
+            f"{ckpt / STATE_FILE}: missing or damaged; resume from another checkpoint, or start over with --overwrite true"
+        )
+    return state
 
 
 def global_batch(cfg: Any) -> int:

@@ -127,7 +127,17 @@ def load_banned(path: str | Path | None) -> tuple[str, ...]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--banned {p}: no such file; give a text file with one banned string per line")
-    items = [ln.rstrip("\n") for ln in p.read_text(encoding="utf-8-sig").splitlines()]
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"--banned {p}: not UTF-8 text (byte {e.start}); give a text file with one banned string per line"
+        ) from None
+    if "\x00" in text:
+        raise UserError(
+            f"--banned {p}: a binary file (NUL bytes); give a text file with one banned string per line"
+        )
+    items = [ln.rstrip("\r") for ln in text.split("\n")]
     items = [ln for ln in items if ln.strip() and not ln.lstrip().startswith("#")]
     if not items:
         raise UserError(f"--banned {p}: no entries; write one banned string per line")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer
+from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer, safetensors_problem
 from airoad.core.model_source import resolve_model
 
 RUN_CONFIG = "run_config.yaml"
@@ -88,7 +88,29 @@ def check_adapter_dir(path: str | Path) -> dict[str, Any]:
             else "the adapter weights are missing"
         )
         raise LoadError(f"--adapters {p}: no {ADAPTER_WEIGHTS}; {why}")
-    return _read_json(p / ADAPTER_CONFIG)
+    if why := safetensors_problem(p / ADAPTER_WEIGHTS):
+        raise LoadError(f"--adapters {p / ADAPTER_WEIGHTS}: {why}; train again or restore the file")
+    config = _read_json(p / ADAPTER_CONFIG)
+    if bad := adapter_config_problem(config):
+        raise LoadError(f"--adapters {p / ADAPTER_CONFIG}: {bad}; restore the file the run wrote")
+    return config
+
+
+def adapter_config_problem(config: dict[str, Any]) -> str | None:
+    """The first key of a LoRA/DoRA adapter_config.json with a value PEFT cannot use, or None."""
+    checks = {
+        "r": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "lora_alpha": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+        "lora_dropout": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1,
+        "use_dora": lambda v: isinstance(v, bool),
+        "target_modules": lambda v: (
+            v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        ),
+    }
+    for key, ok in checks.items():
+        if key in config and not ok(config[key]):
+            return f"`{key}` is {config[key]!r}, which a LoRA adapter cannot have"
+    return None
 
 
 def _check_base(base: str, base_from: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.context import RunContext
-from airoad.core.rundir import TEACHER_CACHE_LINK, check_output_dir, exit_status, world
+from airoad.core.rundir import TEACHER_CACHE_LINK, RunError, check_output_dir, exit_status, world
 from airoad.sft.data import Example, build_examples, read_data
 from airoad.sft.schema import PER_INVOCATION, TrainConfig
 
@@ -33,7 +33,7 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     """Run one training job; returns (output directory, the finished trainer). Raises
     RunError/DataError/DeviceError (user mistakes, one line each) before any weights load."""
     from airoad.core.devices import check_4bit, check_liger, pick_device, pick_dtype
-    from airoad.core.fit import fit
+    from airoad.core.fit import check_trackers, fit
     from airoad.core.loading import load_tokenizer
     from airoad.core.model_source import resolve_model
 
@@ -45,9 +45,16 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
         check_4bit(device)
     if cfg.liger:
         check_liger(device)
+    check_trackers(cfg.report_to)
+    check_kl_cache_dir(cfg)
     data = read_data(cfg)  # user data errors surface before anything is loaded
     source = resolve_model(cfg.base_model)  # a hub that cannot be reached: one line, now
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    if cfg.kl_lambda > 0 and cfg.kl_topk > len(tokenizer):
+        raise RunError(
+            f"--kl_topk = {cfg.kl_topk} is above the vocabulary of {cfg.base_model} ({len(tokenizer)} tokens); "
+            "use a smaller kl_topk (the default keeps 64 per position)"
+        )
     train_ex, dev_ex, stats = build_examples(cfg, tokenizer, data)
     printer(stats.line())
     if stats.extra.get("dev"):
@@ -55,6 +62,19 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     ctx = RunContext(cfg, out, ckpt, device, dtype, source, tokenizer, stats, t_start, printer)
     trainer = fit(ctx, sft_lane(train_ex, dev_ex))
     return out, trainer
+
+
+def check_kl_cache_dir(cfg: TrainConfig) -> None:
+    """A KL run's teacher-cache folder must be a folder, or creatable (before anything loads)."""
+    if cfg.kl_lambda <= 0 or cfg.kl_cache == "off" or not cfg.kl_cache_dir:
+        return
+    from airoad.core.outputs import creatable
+
+    path = Path(cfg.kl_cache_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--kl_cache_dir {path}: is a file; give a directory for teacher caches")
+    if not path.exists() and (problems := creatable("--kl_cache_dir", path)):
+        raise RunError(problems)
 
 
 def sft_lane(train_ex: list[Example], dev_ex: list[Example]) -> Any:
