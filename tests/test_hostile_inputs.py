@@ -272,3 +272,51 @@ def test_late_failures_are_found_before_the_model_loads_and_leave_nothing(
     ]
     assert cli([*argv, *extra]) == 2
     assert needle in one_error(capsys) and not out.exists()
+
+
+# --- class 7: work that never ends --------------------------------------------------------------
+
+
+def test_markdown_slice_is_linear_in_the_answer_length(tmp_path, capsys):
+    """A 2 MB answer (quadratic before: 200 KB took 25 s) is rewritten in seconds."""
+    answer = "First mix the dough well. Then let it rest for an hour. " * 36_000
+    row = {
+        "messages": [
+            {"role": "user", "content": "How do I bake bread?"},
+            {"role": "assistant", "content": answer},
+        ]
+    }
+    src = write_jsonl(tmp_path / "big.jsonl", [row])
+    t0 = time.time()
+    assert (
+        cli(
+            [
+                "data",
+                "markdown-slice",
+                "--infile",
+                str(src),
+                "--out",
+                str(tmp_path / "md.jsonl"),
+                "--limit",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert time.time() - t0 < 20
+    out = json.loads((tmp_path / "md.jsonl").read_text())["messages"][-1]["content"]
+    assert out.startswith("## ") and out.count("Then let it rest for an hour.") == 36_000  # no sentence lost
+
+
+# --- class 8: signals at the edges ---------------------------------------------------------------
+
+
+def test_a_killed_merge_leaves_staging_that_the_next_merge_removes(finished_run, tmp_path, capsys):
+    out = tmp_path / "merged"
+    dead = tmp_path / ".merged.merge-999999999-abc"  # a merge SIGKILLed while saving (its pid is gone)
+    (dead / "checkpoint").mkdir(parents=True)
+    (dead / "checkpoint" / "model.safetensors").write_bytes(b"partial")
+    live = tmp_path / f".merged.merge-{os.getpid()}-xyz"  # a live process's: not ours to remove
+    live.mkdir()
+    assert cli(["merge", "--adapters", str(finished_run), "--out", str(out)]) == 0
+    assert not dead.exists() and live.is_dir() and (out / "model.safetensors").is_file()

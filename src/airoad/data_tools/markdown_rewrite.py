@@ -63,6 +63,16 @@ def _masked(text: str) -> str:
     return _CODE_SPAN.sub(lambda m: "`" + "x" * (len(m.group()) - 2) + "`", text)
 
 
+def _word_before(text: str, end: int, longest: int = 32) -> str:
+    """The non-space run ending at ``end`` (its last ``longest`` characters: enough to tell an
+    abbreviation). Walks back from ``end`` only: a regex anchored at the end of ``text[:end]``
+    rescanned the text for every sentence, quadratic in the answer's length."""
+    start = end
+    while start > 0 and end - start < longest and not text[start - 1].isspace():
+        start -= 1
+    return text[start:end]
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of one paragraph, verbatim (stripped). Splits after . ! ? before a capital, digit or quote."""
     masked = _masked(text)
@@ -71,8 +81,7 @@ def split_sentences(text: str) -> list[str]:
         nxt = masked[m.end() : m.end() + 1]
         if not nxt or not (nxt.isupper() or nxt.isdigit() or nxt in _OPENERS):
             continue
-        word = re.search(r"(\S+)$", masked[: m.start()])
-        token = word.group(1) if word else ""
+        token = _word_before(masked, m.start())
         if token.lower().lstrip("(\"'“") in _ABBREV or re.fullmatch(r"[A-Z]", token):
             continue  # "e.g. Python", "J. Smith"
         cuts.append(m.end())
