@@ -88,8 +88,6 @@ def check_adapter_dir(path: str | Path) -> dict[str, Any]:
             else "the adapter weights are missing"
         )
         raise LoadError(f"--adapters {p}: no {ADAPTER_WEIGHTS}; {why}")
-    if why := safetensors_problem(p / ADAPTER_WEIGHTS):
-        raise LoadError(f"--adapters {p / ADAPTER_WEIGHTS}: {why}; train again or restore the file")
     config = _read_json(p / ADAPTER_CONFIG)
     if bad := adapter_config_problem(config):
         raise LoadError(f"--adapters {p / ADAPTER_CONFIG}: {bad}; restore the file the run wrote")
@@ -153,6 +151,8 @@ def resolve_source(base: str | None, adapters: str | None) -> Source:
             f"in {ADAPTER_CONFIG}); pass --base"
         )
     _check_base(base, base_from)
+    if why := safetensors_problem(adir / ADAPTER_WEIGHTS):  # after the config: what it names comes first
+        raise LoadError(f"--adapters {adir / ADAPTER_WEIGHTS}: {why}; train again or restore the file")
     has_tok = (adir / "tokenizer_config.json").is_file()
     return Source(
         base=base,
