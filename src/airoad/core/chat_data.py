@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from airoad.core.errors import UserError
+from airoad.core.io import read_utf8
 
 T = TypeVar("T")
 ROLES = ("system", "user", "assistant")
@@ -126,13 +127,9 @@ def read_rows(
         raise DataError([f"{path}: is a directory; give a .jsonl file"])
     if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
         raise DataError([f"{path}: not a regular file (a pipe or device); give a .jsonl file"])
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError(
-            [f"{path}:{line}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8"]
-        ) from None
+    text, not_utf8 = read_utf8(path)
+    if not_utf8:
+        raise DataError([not_utf8])
     rows, problems = [], []
     # JSON Lines ends lines with \n (\r\n too); str.splitlines() would also split inside valid JSON
     # strings at U+2028, U+0085 and other separators that JSON allows unescaped.

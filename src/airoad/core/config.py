@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from airoad.core.errors import UserError
+from airoad.core.io import read_utf8
 
 T = TypeVar("T")
 
@@ -186,14 +187,11 @@ def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     import yaml
 
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise ConfigError(
-            [f"{path}:{line}: not UTF-8 text (byte {e.start}); re-save the config as UTF-8"]
-        ) from None
+        text, not_utf8 = read_utf8(path, "config")
     except OSError as e:
         raise ConfigError([f"{path}: cannot be read ({e.strerror}); check the path"]) from None
+    if not_utf8:
+        raise ConfigError([not_utf8])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

@@ -19,6 +19,17 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def read_utf8(path: Path, what: str = "file") -> tuple[str, str | None]:
+    """(text, None) for a UTF-8 file (a BOM is dropped), or ("", the one-line problem naming the
+    line and byte where it stops being UTF-8). OSError propagates."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return "", f"{path}:{line}: not UTF-8 text (byte {e.start}); re-save the {what} as UTF-8"
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
