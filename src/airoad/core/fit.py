@@ -208,11 +208,11 @@ def fit(ctx: RunContext, lane: Lane) -> Any:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Every rank has checked config, data, output_dir and weights: now rank 0 may write.
     sync_ranks(ctx.device)
-    if world()[0] == 0:
-        prepare_output_dir(cfg, ctx.out, ctx.ckpt)  # takes output_dir's lock
     try:
+        if world()[0] == 0:
+            prepare_output_dir(cfg, ctx.out, ctx.ckpt)  # takes output_dir's lock
         return _train_locked(ctx, lane, model)
-    finally:
+    finally:  # only ever removes a lock that holds this process's pid
         if world()[0] == 0:
             release_lock(ctx.out)
 
