@@ -218,8 +218,12 @@ def prepare_output_dir(cfg: Any, out: Path, ckpt: Path | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     acquire_lock(out, "output_dir")
     for p in out.iterdir():  # debris of a dead process: we hold the lock, nobody else writes here
-        if ours(p.name) and p.name not in (LOCK, MANIFEST):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if not ours(p.name) or p.name in (LOCK, MANIFEST):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     root = out / CHECKPOINTS
     if cfg.overwrite or startup_only(out):
         remove_recorded(out)  # also checkpoints/: it would confuse rotation and a later --resume
