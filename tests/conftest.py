@@ -37,6 +37,20 @@ SHARED = REPO.parent / "shared"
 TOKENIZER_DIR = SHARED / "fixtures" / "qwen2.5-tokenizer"
 
 
+def train_args(model_dir, data, out, *extra: str) -> list[str]:
+    """`airoad train` argv for a model, a data file and an output dir (plus ``extra`` flags)."""
+    return [
+        "train",
+        "--base_model",
+        str(model_dir),
+        "--dataset_path",
+        str(data),
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text(
         "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"

@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import CHAT_ROWS, train_args, write_jsonl
 
 from airoad.cli import main as cli
 
@@ -110,20 +110,7 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
 
 
 def test_a_missing_local_base_model_says_no_such_directory(chat_file, tmp_path, capsys):
-    assert (
-        cli(
-            [
-                "train",
-                "--base_model",
-                "/nonexistent/model",
-                "--dataset_path",
-                str(chat_file),
-                "--output_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+    assert cli(train_args("/nonexistent/model", chat_file, tmp_path / "o")) == 2
     line = one_error(capsys)
     assert "'/nonexistent/model': no such directory" in line and "repo" not in line
 
@@ -142,15 +129,7 @@ def finished_run(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("finished")
     data = write_jsonl(root / "train.jsonl", CHAT_ROWS * 3)
     out = root / "run"
-    argv = [
-        "train",
-        "--base_model",
-        str(tiny_model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
-    ]
+    argv = train_args(tiny_model_dir, data, out)
     assert cli([*argv, "--max_steps", "2", "--save_every_steps", "1"]) == 0
     return out
 
@@ -185,15 +164,7 @@ def test_damaged_weights_are_one_line_for_every_command_that_loads_them(
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
     (base / "model.safetensors").write_bytes((base / "model.safetensors").read_bytes()[:5000])
-    argv = [
-        "train",
-        "--base_model",
-        str(base),
-        "--dataset_path",
-        str(chat_file),
-        "--output_dir",
-        str(tmp_path / "o"),
-    ]
+    argv = train_args(base, chat_file, tmp_path / "o")
     assert cli(argv) == 2
     assert f"base_model {base / 'model.safetensors'}: truncated" in one_error(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "merged").exists()
@@ -261,16 +232,7 @@ def test_late_failures_are_found_before_the_model_loads_and_leave_nothing(
     (tmp_path / "FILE").write_text("x")
     extra = [str(tmp_path / "FILE") if e == "FILE" else e for e in extra]
     out = tmp_path / "o"
-    argv = [
-        "train",
-        "--base_model",
-        str(tiny_model_dir),
-        "--dataset_path",
-        str(chat_file),
-        "--output_dir",
-        str(out),
-    ]
-    assert cli([*argv, *extra]) == 2
+    assert cli(train_args(tiny_model_dir, chat_file, out, *extra)) == 2
     assert needle in one_error(capsys) and not out.exists()
 
 

@@ -10,25 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import CHAT_ROWS, train_args, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.outputs import LOCK, MANIFEST
 
 
 def train_argv(model_dir, data, out, *extra) -> list[str]:
-    return [
-        "train",
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "1",
-        *extra,
-    ]
+    return train_args(model_dir, data, out, "--max_steps", "1", *extra)
 
 
 def errors(capsys) -> list[str]:
