@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -433,6 +434,51 @@ def test_summary_arithmetic():
         "avg_len_tokens": 25.0,
         "avg_tokens_per_s": 5.0,
     }
+
+
+def test_summary_pct_expect_is_the_share_of_matching_answers():
+    recs = [
+        {"has_list": False, "has_heading": False, "banned_hits": [], "n_tokens": 1, "tokens_per_s": 1.0}
+        | {"expect_match": m}
+        for m in (True, False, False, True)
+    ]
+    assert summarize(recs, expect=True)["pct_expect"] == 50.0
+    assert "pct_expect" not in summarize(recs)
+
+
+@pytest.mark.parametrize("pattern, pct", [(r"\A", 100.0), (r"(?!)", 0.0)])
+def test_eval_expect_adds_pct_expect_per_side_and_a_match_per_sample(
+    lora_run, prompt_file, tmp_path, capsys, pattern, pct
+):
+    out = tmp_path / "style.json"
+    argv = ["eval", "--adapters", str(lora_run), "--prompts", str(prompt_file), "--n", "3", *CPU]
+    assert cli([*argv, "--max_new_tokens", "4", "--expect", pattern, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["expect"] == pattern
+    for side in ("base", "tuned"):
+        assert set(r["summary"][side]) == SUMMARY_KEYS | {"pct_expect"}
+        assert r["summary"][side]["pct_expect"] == pct
+        assert [s[side]["expect_match"] for s in r["samples"]] == [pct == 100.0] * 3
+    assert "pct_expect" in capsys.readouterr().out
+
+
+def test_eval_expect_match_follows_re_search_on_each_answer(lora_run, prompt_file, tmp_path):
+    plain, out = tmp_path / "plain.json", tmp_path / "expect.json"
+    argv = ["eval", "--adapters", str(lora_run), "--prompts", str(prompt_file), "--n", "3", *CPU]
+    assert cli([*argv, "--max_new_tokens", "6", "--out", str(plain)]) == 0
+    answers = [s["base"]["answer"] for s in json.loads(plain.read_text())["samples"]]
+    pattern = re.escape(answers[0][:3]) if answers[0][:3] else r"\A"
+    assert cli([*argv, "--max_new_tokens", "6", "--expect", pattern, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    want = [re.search(pattern, a) is not None for a in answers]
+    assert [s["base"]["expect_match"] for s in r["samples"]] == want and want[0]
+    assert r["summary"]["base"]["pct_expect"] == pytest.approx(100.0 * sum(want) / 3, abs=1e-3)
+
+
+def test_eval_bad_expect_regex_is_one_line(capsys):
+    assert cli(["eval", "--base", "x", "--expect", "(unclosed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--expect '(unclosed': not a valid regular expression" in err[0]
 
 
 PROMPTS = [[{"role": "user", "content": t}] for t in ("What is 2+2?", "Name a prime.", "Say hi.")]

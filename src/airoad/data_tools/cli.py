@@ -4,6 +4,10 @@ airoad data stats data/sft/example_train.jsonl
 airoad data markdown-slice --infile data/sft/example_train.jsonl --out data/sft/x_md.jsonl --limit 60
 airoad data neg-guard --out data/sft/x_neg.jsonl --n 40
 airoad data mix --inputs a.jsonl:3 b.jsonl:1 --out mix.jsonl --shuffle --dedupe
+airoad data pairs --infile data/sft/example_train.jsonl --adapters outputs/qwen05b_fast_plain --out data/pref/my_pairs.jsonl --n 64
+
+`pairs` generates with a model, so it lives with the generation code (airoad.infer.pairs); the
+table names modules as strings, so this package still imports no other tool.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "mix": (
         "airoad.data_tools.mix",
         "weighted mix of JSONL files (PATH:WEIGHT), optional dedupe and shuffle",
+    ),
+    "pairs": (
+        "airoad.infer.pairs",
+        "preference pairs: the data's last answer chosen, the model's own answer rejected",
     ),
 }
 

@@ -1,11 +1,14 @@
-"""Options of `airoad merge`, `airoad compare` and `airoad eval`: one dataclass per command (no torch).
+"""Options of `airoad merge`, `airoad compare`, `airoad eval` and `airoad data pairs`: one dataclass
+per command (no torch).
 
 Compare and eval share :class:`GenerateOptions` (where the models and prompts come from, how to
-decode); each adds its own report options.
+decode); each adds its own report options. :class:`PairsConfig` reads conversations instead of
+prompts and decodes with the same options.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from airoad.core.config import opt, seed_opt
@@ -97,9 +100,71 @@ class EvalConfig(GenerateOptions):
         None, "Text file of banned strings, one per line ('#' = comment); default: built-in list."
     )
     out: str | None = opt(None, "JSON report (summary per side, drift, every sample); must end in .json.")
+    expect: str | None = opt(
+        None,
+        "Regex (Python re.search) an answer should contain, e.g. '####\\s*-?\\d' for a GSM8K answer line; "
+        "adds pct_expect per side: the percent of answers it matches.",
+    )
 
     def validate(self) -> list[str]:
         problems = super().validate()
         if self.out and not self.out.endswith(".json"):
             problems.append(f"--out {self.out}: the report is JSON; give a path ending in .json")
-        return problems
+        return problems + regex_problems("--expect", self.expect)
+
+
+def regex_problems(flag: str, pattern: str | None) -> list[str]:
+    """[] for no pattern or a valid Python regex, else one line naming the flag, the pattern and the fault."""
+    if pattern is None:
+        return []
+    if not pattern:
+        return [f"{flag} '': an empty pattern matches every answer; give a regular expression"]
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        where = f" at position {e.pos}" if e.pos is not None else ""
+        return [
+            f"{flag} {pattern!r}: not a valid regular expression ({e.msg}{where}); fix the pattern "
+            "(Python re syntax; quote it in the shell)"
+        ]
+    return []
+
+
+@dataclass
+class PairsConfig:
+    infile: str | None = opt(
+        None, "SFT JSONL (ChatML and/or Alpaca rows, validated as for training): prompts and chosen answers."
+    )
+    base: str | None = opt(
+        None, BASE_HELP + " Alone (no --adapters): the base model writes the rejected answers."
+    )
+    adapters: str | None = opt(None, ADAPTERS_HELP + " The tuned model writes the rejected answers.")
+    out: str | None = opt(None, "Output JSONL of preference pairs (prompt, chosen, rejected).")
+    n: int = opt(0, "Use a seeded random subset of this many conversations, in file order (0 = all).", min=0)
+    reject_unless: str | None = opt(
+        None,
+        "Regex (Python re.search): keep only pairs whose model answer does NOT match it, e.g. "
+        "'####\\s*-?\\d' keeps GSM8K answers without an answer line; answers with a banned string are always kept.",
+    )
+    system_prompt: str | None = opt(
+        None,
+        "System turn for conversations without one, written into the prompt; default: the run's "
+        'system_prompt; "" = none (the chat template default).',
+    )
+    max_new_tokens: int = opt(256, "Most tokens generated per answer.", min=1)
+    temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
+    seed: int = seed_opt(42, "Seed for the --n subset and for sampling: same seed, same file.")
+    batch_size: int = opt(8, "Prompts generated together (left-padded).", min=1)
+    device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
+    dtype: str = opt(
+        "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
+    )
+    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+    overwrite: bool = opt(False, "Replace --out if it exists (never one of the inputs).")
+
+    def validate(self) -> list[str]:
+        problems = [] if self.infile else ["--infile is required; give the SFT JSONL to pair"]
+        problems += [] if self.out else ["--out is required; give the JSONL file to write"]
+        if not self.base and not self.adapters:
+            problems.append("give --adapters (a run's output_dir) and/or --base (the model that answers)")
+        return problems + regex_problems("--reject_unless", self.reject_unless)

@@ -10,7 +10,9 @@ for the timing contract); the tuned side adds ``drift``. Per side, ``summary``:
   (:mod:`airoad.core.text_checks`, outside code fences);
 - ``avg_banned_hits``: mean number of distinct banned strings per answer;
 - ``avg_len_tokens``: mean answer length in tokens (stop token not counted);
-- ``avg_tokens_per_s``: mean of the samples' ``tokens_per_s``.
+- ``avg_tokens_per_s``: mean of the samples' ``tokens_per_s``;
+- ``pct_expect`` (only with ``--expect REGEX``): percent of answers in which ``re.search`` finds the
+  pattern; each sample then carries ``expect_match``, and the report ``expect`` (the pattern).
 
 With adapters, ``drift`` is the mean per-token KL(tuned || base) over the tuned answers
 (:mod:`airoad.infer.drift`; ``drift_tokens`` tokens scored); without, both are null.
@@ -18,6 +20,7 @@ With adapters, ``drift`` is the mean per-token KL(tuned || base) over the tuned 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,25 +29,38 @@ from typing import Any
 from airoad.core.text_checks import banned_hits, has_heading, has_list, load_banned
 from airoad.infer.schema import EvalConfig
 
-METRICS = ("n", "pct_list", "pct_heading", "avg_banned_hits", "avg_len_tokens", "avg_tokens_per_s")
+# in table order; pct_expect only when --expect is given
+METRICS = (
+    "n",
+    "pct_list",
+    "pct_heading",
+    "pct_expect",
+    "avg_banned_hits",
+    "avg_len_tokens",
+    "avg_tokens_per_s",
+)
 
 
-def style_scores(text: str, banned: tuple[str, ...]) -> dict[str, Any]:
-    return {
+def style_scores(text: str, banned: tuple[str, ...], expect: re.Pattern | None = None) -> dict[str, Any]:
+    scores = {
         "has_list": has_list(text),
         "has_heading": has_heading(text),
         "banned_hits": banned_hits(text, banned),
     }
+    if expect is not None:
+        scores["expect_match"] = expect.search(text) is not None
+    return scores
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
-    """The summary of one side's sample records (each with the style scores and side_record keys)."""
+def summarize(records: list[dict[str, Any]], expect: bool = False) -> dict[str, float]:
+    """The summary of one side's sample records (each with the style scores and side_record keys);
+    ``expect``: the records carry ``expect_match`` and the summary gets ``pct_expect``."""
     n = len(records)
 
     def mean(values: list[float]) -> float:
         return round(sum(values) / n, 4) if n else 0.0
 
-    return {
+    summary = {
         "n": n,
         "pct_list": mean([100.0 * r["has_list"] for r in records]),
         "pct_heading": mean([100.0 * r["has_heading"] for r in records]),
@@ -52,13 +68,16 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
         "avg_len_tokens": mean([r["n_tokens"] for r in records]),
         "avg_tokens_per_s": mean([r["tokens_per_s"] for r in records]),
     }
+    if expect:
+        summary["pct_expect"] = mean([100.0 * r["expect_match"] for r in records])
+    return summary
 
 
 def table(report: dict[str, Any]) -> str:
     """The summary as an aligned text table (one column per side), plus the drift line."""
     sides = report["sides"]
     lines = [f"{'metric':<18}" + "".join(f"{s:>12}" for s in sides)]
-    for m in METRICS:
+    for m in (m for m in METRICS if m in report["summary"][sides[0]]):
         cells = "".join(
             f"{report['summary'][s][m]:>12.2f}" if m != "n" else f"{report['summary'][s][m]:>12}"
             for s in sides
@@ -80,10 +99,11 @@ def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[st
     if cfg.out:
         check_reports(cfg, [Path(cfg.out)], extra_inputs=(("--banned", cfg.banned),))
     banned = load_banned(cfg.banned)  # a bad --banned file fails before any model loads
+    expect = re.compile(cfg.expect) if cfg.expect else None  # checked by EvalConfig.validate
     ans = answer_all(cfg, printer)
 
     def extra(side: str, i: int) -> dict[str, Any]:
-        return style_scores(ans.by_side[side][i].text, banned)
+        return style_scores(ans.by_side[side][i].text, banned, expect)
 
     samples = sample_records(ans, extra)
     drift = None
@@ -98,7 +118,8 @@ def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[st
     report = {
         **report_header("eval", cfg, ans),
         "banned": list(banned),
-        "summary": {side: summarize([s[side] for s in samples]) for side in ans.by_side},
+        **({"expect": cfg.expect} if expect else {}),
+        "summary": {side: summarize([s[side] for s in samples], bool(expect)) for side in ans.by_side},
         "drift": drift.mean if drift else None,
         "drift_tokens": drift.tokens if drift else None,
         "samples": samples,
