@@ -15,8 +15,9 @@ from airoad.core.commands import dispatch
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("airoad.sft.run", "fine-tune a chat model with LoRA/DoRA (+KL) from a YAML config"),
+    "pref": ("airoad.pref.run", "preference-train an adapter (DPO, ORPO, KTO) from a YAML config"),
     "env": ("airoad.env_cmd", "print library versions, devices and the device/dtype a run would use"),
-    "data": ("airoad.data_tools.cli", "data tools: stats, markdown-slice, neg-guard, mix"),
+    "data": ("airoad.data_tools.cli", "data tools: stats, markdown-slice, neg-guard, mix, pairs"),
     "merge": ("airoad.infer.merge", "merge an adapter into its base: a plain HF checkpoint"),
     "compare": ("airoad.infer.compare", "side-by-side answers of base and tuned model"),
     "eval": (

@@ -108,7 +108,7 @@ def save_run(
     trainer: Any,
     state: RunState,
     *,
-    series: tuple[tuple[str, ...], tuple[str, ...]],
+    series: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
     t_end_train: float,
     totals: tuple[int, int],
     adapter_dir: Path | None = None,
@@ -116,7 +116,7 @@ def save_run(
     """Adapter (staged by stage_adapter) + tokenizer (saved to a temp dir), both renamed in file
     by file; then config, info, logs, metrics, plot. Returns the time metrics written.
 
-    ``series``: (the lane's metrics, those plotted on a second axis). ``totals``: (non-pad tokens
+    ``series``: (the lane's metrics, those plotted on a second axis, those plotted). ``totals``: (non-pad tokens
     processed, trained tokens), whole job. ``adapter_dir`` None (non-finite weights) writes
     everything but the adapter.
     """
@@ -132,11 +132,11 @@ def save_run(
         adapter_dir.rmdir()
     write_run_config(cfg, out)
     write_json(out / "run_info.json", run_info(ctx, trainer, state))
-    metrics, secondary = series
+    metrics, secondary, plotted = series
     LossLogger(state, out, 1, metrics).flush()
     timing = time_metrics(state, trainer.state.global_step, *totals, t_end_train)
     write_json(out / "time_metrics.json", timing)
-    plot_losses(state.rows, out / "loss_curve.png", metrics, secondary)
+    plot_losses(state.rows, out / "loss_curve.png", plotted, secondary)
     return timing
 
 

@@ -147,7 +147,7 @@ class LivePrinter(TrainerCallback):
         self._header_done = False
 
     def header(self) -> str:
-        cols = "".join(f" {m[-8:]:>8}" for m in self.metrics)
+        cols = "".join(f" {m:>{max(8, len(m))}}" for m in self.metrics)
         return f"{'step':>7}{cols} {'lr':>9} {'tok/s':>8} {'elapsed':>8} {'eta':>8}"
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -173,7 +173,10 @@ class LivePrinter(TrainerCallback):
         elapsed = self.run.elapsed()
         tps = (logs.get("tokens") or 0) / max(self.run.step_s(), 1e-9)
         eta = elapsed / step * (self.run.max_steps - step) if step else float("nan")
-        values = "".join(f" {v:8.4f}" if v is not None else f" {'-':>8}" for v in map(logs.get, self.metrics))
+        values = "".join(
+            f" {v:{max(8, len(m))}.4f}" if v is not None else f" {'-':>{max(8, len(m))}}"
+            for m, v in zip(self.metrics, map(logs.get, self.metrics), strict=True)
+        )
         self.print(
             f"{step:>7}{values} {logs.get('learning_rate', 0):9.2e} "
             f"{tps:8.1f} {_fmt_duration(elapsed):>8} {_fmt_duration(eta):>8}"

@@ -46,7 +46,8 @@ class Lane:
     """What a lane hands the skeleton.
 
     ``metrics``: its trainer's log keys for the live line and train_log (the loss first);
-    ``plot_secondary``: those drawn on the plot's second y axis. ``build_model(ctx)`` returns the
+    ``plot``: those drawn in loss_curve.png (default: all); ``plot_secondary``: those of them on
+    the plot's second y axis. ``build_model(ctx)`` returns the
     model with its adapters; ``build_trainer(ctx, model, args_kwargs, callbacks)`` an HF Trainer
     (subclass) built with ``TrainingArguments(**args_kwargs)`` or a subclass of it, that mixes in
     :class:`airoad.core.token_counts.TokenCounts`. ``before_train(ctx, trainer, state)`` runs
@@ -57,6 +58,7 @@ class Lane:
     build_trainer: Callable[[RunContext, Any, dict[str, Any], list[Any]], Any]
     n_dev: int = 0
     plot_secondary: tuple[str, ...] = ()
+    plot: tuple[str, ...] = ()
     before_train: Callable[[RunContext, Any, cb.RunState], None] | None = None
 
 
@@ -262,7 +264,7 @@ def finish(ctx: RunContext, trainer: Any, state: cb.RunState, lane: Lane, t_end_
         ctx,
         trainer,
         state,
-        series=(lane.metrics, lane.plot_secondary),
+        series=(lane.metrics, lane.plot_secondary, lane.plot or lane.metrics),
         t_end_train=t_end_train,
         totals=totals,
         adapter_dir=staged,

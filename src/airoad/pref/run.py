@@ -1,0 +1,247 @@
+"""`airoad pref`: preference training (DPO, ORPO, KTO) of a LoRA/DoRA adapter on the shared core.
+
+    airoad pref --config configs/pref/qwen05b_dpo.yaml [--init_adapter outputs/qwen05b_fast_plain]
+
+Config and data are checked before any weights load. The run directory holds what `airoad train`
+writes (adapter, tokenizer, run_config.yaml, run_info.json, train_log.csv/.json with the method's
+columns, time_metrics.json, loss_curve.png with loss and margin, checkpoints with
+``save_every_steps``), and the adapter works with `airoad compare`, `eval` and `merge` unchanged.
+
+The reference never costs a second copy of the weights: without ``init_adapter`` it is the base
+(adapters disabled); with it, TRL keeps the init adapter's frozen copy as a second PEFT adapter.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from airoad.core.context import RunContext
+from airoad.core.rundir import RunError, check_output_dir, exit_status, world
+from airoad.pref.schema import PER_INVOCATION, PrefConfig
+
+# The log columns of each method, the loss first.
+METRICS = {
+    "dpo": ("loss", "reward_chosen", "reward_rejected", "margin", "accuracy"),
+    "orpo": ("loss", "nll", "log_odds", "reward_chosen", "reward_rejected", "margin", "accuracy"),
+    "kto": ("loss", "reward_chosen", "reward_rejected", "margin", "kl"),
+}
+ADAPTER_KEYS = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "use_dora": "use_dora"}
+
+
+def resolve_init(cfg: PrefConfig, base_given: bool, printer=print) -> None:
+    """With ``init_adapter``: check the run dir (no torch), take its base unless base_model was
+    given, and its LoRA settings (the adapter keeps its shape). RunError/LoadError: one line."""
+    if not cfg.init_adapter:
+        return
+    from airoad.core.adapter_source import resolve_source
+
+    src = resolve_source(cfg.base_model if base_given else None, cfg.init_adapter, flag="init_adapter")
+    for note in src.notes:
+        printer(note.replace("--base", "base_model"))
+    cfg.base_model = src.base
+    for key, name in ADAPTER_KEYS.items():
+        if key in src.adapter_config:
+            setattr(cfg, name, src.adapter_config[key])
+    if cfg.system_prompt is None and src.system_prompt:
+        cfg.system_prompt = src.system_prompt  # train on the prompt the adapter was tuned with
+
+
+def use_ref_cache(cfg: PrefConfig, n_rows: int) -> bool:
+    """ref_cache auto: cache when the run sees its rows twice or more (the cache costs one reference
+    pass over the data; computing it online costs one per use). ORPO has no reference."""
+    if cfg.method == "orpo" or cfg.ref_cache == "off":
+        return False
+    if cfg.ref_cache == "on":
+        return True
+    return cfg.max_steps * cfg.per_device_batch_size * cfg.grad_accum / max(n_rows, 1) >= 2.0
+
+
+def pref(cfg: PrefConfig, t_start: float | None = None, printer=print, base_given: bool = True):
+    """Run one preference job; returns (output directory, the finished trainer). User mistakes raise
+    one-line errors before any weights load."""
+    from airoad.core.devices import check_4bit, check_liger, pick_device, pick_dtype
+    from airoad.core.fit import check_trackers, fit
+    from airoad.core.loading import load_tokenizer
+    from airoad.core.model_source import resolve_model
+    from airoad.pref.data import kto_order, read_data, tokenize_samples
+
+    t_start = t_start or time.time()
+    resolve_init(cfg, base_given, printer)
+    out, ckpt = check_output_dir(cfg, PER_INVOCATION)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(device, cfg.dtype)
+    if cfg.load_in_4bit:
+        check_4bit(device)
+    if cfg.liger:
+        check_liger(device)
+    check_trackers(cfg.report_to)
+    data = read_data(cfg)  # every row problem, before anything loads
+    source = resolve_model(cfg.base_model)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    train_rows = tokenize_samples(tokenizer, data.train, cfg, data.stats)
+    dev_rows = tokenize_samples(tokenizer, data.dev, cfg) if data.dev else []
+    if not train_rows:
+        raise RunError(
+            f"{cfg.dataset_path}: no row keeps an answer token at max_seq_len={cfg.max_seq_len}; "
+            "raise max_seq_len or set max_prompt_len"
+        )
+    if cfg.method == "kto":
+        train_rows = kto_order(train_rows, cfg.per_device_batch_size, cfg.seed)
+        dev_rows = kto_order(dev_rows, cfg.per_device_batch_size, cfg.seed)
+    printer(data.stats.line().replace("ChatML, 0 Alpaca wrapped", f"{cfg.method} rows"))
+    if dev_rows:
+        printer(f"dev:  {len(dev_rows)} rows")
+    ctx = RunContext(cfg, out, ckpt, device, dtype, source, tokenizer, data.stats, t_start, printer)
+    return out, fit(ctx, pref_lane(train_rows, dev_rows, cfg.method))
+
+
+def build_model(ctx: RunContext) -> Any:
+    """The base with a fresh adapter, or with the init adapter loaded trainable."""
+    from airoad.core.adapters import wrap_with_adapters
+    from airoad.core.loading import load_base_for_training
+
+    cfg = ctx.cfg
+    base = load_base_for_training(
+        ctx.source,
+        ctx.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        load_in_4bit=cfg.load_in_4bit,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    if not cfg.init_adapter:
+        return wrap_with_adapters(base, cfg)
+    from peft import PeftModel
+
+    from airoad.core.dora_cache import cache_dora_norms
+    from airoad.core.fast_dropout import use_fast_lora_dropout
+
+    model = PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True)
+    use_fast_lora_dropout(model)
+    cache_dora_norms(model)
+    return model
+
+
+def trl_args(ctx: RunContext, args: dict[str, Any]) -> Any:
+    """TRL's config from the core's TrainingArguments keywords and the preference keys. Set
+    explicitly where TRL's defaults differ from ours (lr 1e-6, gradient checkpointing on,
+    max_length 1024: airoad.pref.data has already truncated)."""
+    import warnings
+
+    from trl import DPOConfig, KTOConfig
+
+    cfg = ctx.cfg
+    common = dict(
+        beta=cfg.beta,
+        max_length=None,
+        precompute_ref_log_probs=False,  # ours: PrefMixin.cache_reference
+        gradient_checkpointing=False,  # the core enables it on the model when asked
+        disable_dropout=True,
+        **args,
+    )
+    with warnings.catch_warnings():  # transformers 5 renames the key TRL still declares
+        warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
+        if cfg.method == "kto":
+            return KTOConfig(
+                loss_type=cfg.kto_loss,
+                desirable_weight=cfg.desirable_weight,
+                undesirable_weight=cfg.undesirable_weight,
+                **common,
+            )
+        return DPOConfig(loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing, **common)
+
+
+def freeze_reference(trainer: Any, cfg: PrefConfig) -> None:
+    """TRL copies a PeftModel's adapter into a "ref" adapter. A fresh adapter's reference is the
+    base (adapters off) and ORPO has none: drop the copy. An init adapter's copy stays, frozen."""
+    from airoad.core.model_parts import unwrap
+
+    peft_model = unwrap(trainer.model)
+    if "ref" not in peft_model.peft_config:
+        return
+    if not cfg.init_adapter or cfg.method == "orpo":
+        peft_model.delete_adapter("ref")
+        return
+    for name, p in peft_model.named_parameters():
+        if ".ref." in name:
+            p.requires_grad_(False)
+
+
+def pref_lane(train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]], method: str) -> Any:
+    from airoad.core.fit import Lane
+
+    def build_trainer(ctx: RunContext, model: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
+        from datasets import Dataset
+
+        from airoad.pref.trainer import AiroadDPOTrainer, AiroadKTOTrainer
+
+        cfg = ctx.cfg
+        kw = dict(
+            model=model,
+            args=trl_args(ctx, args),
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
+            processing_class=ctx.tokenizer,
+            callbacks=callbacks,
+            loss_chunk=cfg.loss_chunk_size,
+        )
+        if cfg.method == "kto":
+            trainer = AiroadKTOTrainer(**kw)
+        else:
+            trainer = AiroadDPOTrainer(**kw, orpo=cfg.method == "orpo")
+        freeze_reference(trainer, cfg)
+        return trainer
+
+    def before_train(ctx: RunContext, trainer: Any, state: Any) -> None:
+        if not use_ref_cache(ctx.cfg, len(train_rows)):
+            return
+        t0 = time.time()
+        ctx.printer(f"reference cache: log-probs of {len(train_rows)} rows under the reference ...")
+        trainer.cache_reference()
+        ctx.printer(f"reference cache: done in {time.time() - t0:.1f}s (reused every step)")
+
+    return Lane(
+        metrics=METRICS[method],
+        build_model=build_model,
+        build_trainer=build_trainer,
+        n_dev=len(dev_rows),
+        plot_secondary=("margin",),
+        plot=("loss", "margin"),
+        before_train=before_train,
+    )
+
+
+def _silent(*_: Any) -> None:
+    """The printer of ranks other than 0."""
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None, prog: str = "airoad pref") -> int:
+    """Entry point of `airoad pref`; returns the exit status."""
+    from airoad.core.commands import run_guarded
+
+    def go() -> int:
+        from airoad.core.config import load_config
+
+        t0 = time.time()
+        cfg, sources = load_config(
+            PrefConfig,
+            sys.argv[1:] if argv is None else argv,
+            prog=prog,
+            description="Preference-train a LoRA/DoRA adapter (DPO, ORPO or KTO).",
+        )
+        main_rank = world()[0] == 0
+        printer = print if main_rank else _silent
+        out, trainer = pref(cfg, t0, printer, base_given=sources["base_model"] != "default")
+        return exit_status(out, trainer.run_state, _stderr if main_rank else _silent)
+
+    return run_guarded(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
