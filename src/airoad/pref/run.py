@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from airoad.core.context import RunContext
@@ -28,7 +27,12 @@ METRICS = {
     "orpo": ("loss", "nll", "log_odds", "reward_chosen", "reward_rejected", "margin", "accuracy"),
     "kto": ("loss", "reward_chosen", "reward_rejected", "margin", "kl"),
 }
-ADAPTER_KEYS = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "use_dora": "use_dora"}
+ADAPTER_KEYS = {
+    "r": "lora_r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "use_dora": "use_dora",
+}
 
 
 def resolve_init(cfg: PrefConfig, base_given: bool, printer=print) -> None:
@@ -142,7 +146,9 @@ def trl_args(ctx: RunContext, args: dict[str, Any]) -> Any:
         **args,
     )
     with warnings.catch_warnings():  # transformers 5 renames the key TRL still declares
-        warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning
+        )
         if cfg.method == "kto":
             return KTOConfig(
                 loss_type=cfg.kto_loss,

@@ -218,4 +218,3 @@ class AiroadKTOTrainer(PrefMixin, TokenCounts, KTOTrainer):
         self.loss_chunk = loss_chunk
         super().__init__(*args, **kw)
         install_compact_head(self.model, loss_chunk)
-
