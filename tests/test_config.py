@@ -91,7 +91,13 @@ def test_every_shipped_yaml_loads(path):
         pytest.skip("accelerate launcher config, not an airoad schema")
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and str(path.relative_to(REPO)) in first  # opens with its command
-    cfg = load(["--config", str(path)])
+    if "pref" in path.parts:  # `airoad pref` configs
+        from airoad.pref.schema import PrefConfig
+
+        cfg = load_config(PrefConfig, ["--config", str(path)])[0]
+        assert first == f"# airoad pref --config {path.relative_to(REPO)}" and cfg.method in path.stem
+    else:
+        cfg = load(["--config", str(path)])
     assert (REPO / cfg.dataset_path).is_file()
     if cfg.use_dora:
         assert cfg.lora_dropout == 0.0

@@ -100,6 +100,7 @@ class Sample:
     answers: tuple[str, ...]  # (chosen, rejected) for pairs; (completion,) for KTO
     label: bool | None = None  # KTO only
     source: str = ""
+    system_filled: bool = False  # the prompt got system_prompt as its system turn
 
 
 def prompt_messages(p: str | Messages, system_prompt: str | None) -> Messages:
@@ -115,13 +116,16 @@ def to_samples(
     out = []
     for n, row in rows:
         prompt, src = prompt_messages(row["prompt"], system_prompt), f"{path}:{n}"
+        filled = bool(system_prompt) and (
+            isinstance(row["prompt"], str) or row["prompt"][0]["role"] != "system"
+        )
         if "completion" in row:
-            out.append(Sample(prompt, (answer_text(row["completion"]),), row["label"], src))
+            items = [((answer_text(row["completion"]),), row["label"])]
         elif method == "kto":  # a pair gives one desirable and one undesirable row
-            out.append(Sample(prompt, (answer_text(row["chosen"]),), True, src))
-            out.append(Sample(prompt, (answer_text(row["rejected"]),), False, src))
+            items = [((answer_text(row["chosen"]),), True), ((answer_text(row["rejected"]),), False)]
         else:
-            out.append(Sample(prompt, (answer_text(row["chosen"]), answer_text(row["rejected"])), None, src))
+            items = [((answer_text(row["chosen"]), answer_text(row["rejected"])), None)]
+        out += [Sample(prompt, answers, label, src, filled) for answers, label in items]
     return out
 
 
@@ -147,7 +151,7 @@ def read_data(cfg: Any) -> PrefData:
     if problems:
         raise DataError(problems)
     stats = LoadStats(loaded=len(got["train"]), chatml=len(got["train"]))
-    stats.system_filled = sum(bool(cfg.system_prompt) for _ in got["train"]) if cfg.system_prompt else 0
+    stats.system_filled = sum(s.system_filled for s in got["train"])
     return PrefData(got["train"], got["dev"], stats)
 
 

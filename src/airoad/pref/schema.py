@@ -50,6 +50,9 @@ class PrefConfig(core.RunKeys):
     output_dir: str = redefault("output_dir", "outputs/pref")
     learning_rate: float = redefault("learning_rate", 5e-5)
     max_steps: int = redefault("max_steps", 40)
+    # TRL turns dropout off in preference training (policy and reference are one network); LoRA
+    # dropout stays the user's choice, off by default for the same reason.
+    lora_dropout: float = redefault("lora_dropout", 0.0)
     beta: float = opt(
         0.1,
         "Strength of the pull towards the reference (dpo/kto: the reward scale); orpo: weight of the "
