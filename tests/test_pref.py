@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FP32, write_jsonl
+from conftest import FP32, train_args, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.config import load_config
@@ -44,12 +44,7 @@ def pref_cfg(*argv: str) -> PrefConfig:
 def pref_argv(model_dir, data, out, *extra: str) -> list[str]:
     return [
         "pref",
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
+        *train_args(model_dir, data, out)[1:],
         "--max_steps",
         "4",
         "--per_device_batch_size",

@@ -143,6 +143,18 @@ def load_base_for_training(
     )
 
 
+def load_run_base(source: ModelSource, dtype: Any, cfg: Any) -> Any:
+    """:func:`load_base_for_training` with a lane config's shared keys (trust_remote_code,
+    load_in_4bit, gradient_checkpointing: :class:`airoad.core.schema.RunKeys`)."""
+    return load_base_for_training(
+        source,
+        dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        load_in_4bit=cfg.load_in_4bit,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+
+
 def quantization_kwargs(dtype: Any) -> dict[str, Any]:
     """QLoRA: NF4 base weights with double quantisation, computing in the training dtype, each
     rank's copy on its own GPU (a quantised model cannot be moved after loading)."""

@@ -105,16 +105,10 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print, base_give
 def build_model(ctx: RunContext) -> Any:
     """The base with a fresh adapter, or with the init adapter loaded trainable."""
     from airoad.core.adapters import wrap_with_adapters
-    from airoad.core.loading import load_base_for_training
+    from airoad.core.loading import load_run_base
 
     cfg = ctx.cfg
-    base = load_base_for_training(
-        ctx.source,
-        ctx.dtype,
-        trust_remote_code=cfg.trust_remote_code,
-        load_in_4bit=cfg.load_in_4bit,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-    )
+    base = load_run_base(ctx.source, ctx.dtype, cfg)
     if not cfg.init_adapter:
         return wrap_with_adapters(base, cfg)
     from peft import PeftModel

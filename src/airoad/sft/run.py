@@ -83,16 +83,10 @@ def sft_lane(train_ex: list[Example], dev_ex: list[Example]) -> Any:
 
     def build_model(ctx: RunContext) -> Any:
         from airoad.core.adapters import wrap_with_adapters
-        from airoad.core.loading import load_base_for_training
+        from airoad.core.loading import load_run_base
 
         cfg = ctx.cfg
-        base = load_base_for_training(
-            ctx.source,
-            ctx.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            load_in_4bit=cfg.load_in_4bit,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-        )
+        base = load_run_base(ctx.source, ctx.dtype, cfg)
         return wrap_with_adapters(base, cfg)
 
     def build_trainer(ctx: RunContext, model: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
