@@ -394,13 +394,13 @@ def main() -> None:
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def write_report(path: Path, report: str) -> None:
+def write_report(path: Path, report: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the measured section of ``path`` (between the markers), keeping the prose around it."""
-    block = f"{BEGIN}\n{report}\n{END}"
+    block = f"{begin}\n{report}\n{end}"
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = block + "\n" + old
     path.write_text(text, encoding="utf-8")
