@@ -346,6 +346,48 @@ def test_reference_cache_on_and_off_train_the_same(tiny_model_dir, pairs_file, t
     assert runs["on"] == pytest.approx(runs["off"], abs=1e-4)
 
 
+def test_an_interrupted_run_resumes_to_the_unbroken_runs_steps_lr_loss_and_weights(
+    tiny_model_dir, pairs_file, tmp_path, capsys
+):
+    import shutil
+
+    extra = ("--learning_rate", "1e-2", "--save_every_steps", "2", "--lr_scheduler", "cosine")
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    for out in (unbroken, broken):
+        assert cli(pref_argv(tiny_model_dir, pairs_file, out, *extra)) == 0
+    # As if killed after checkpoint-2: the later checkpoint and the finished adapter are gone.
+    shutil.rmtree(broken / "checkpoints" / "checkpoint-4")
+    (broken / "adapter_model.safetensors").unlink()
+    capsys.readouterr()
+    assert cli(["pref", "--config", str(broken / "run_config.yaml"), "--resume", "true"]) == 0
+    assert "checkpoint-2" in capsys.readouterr().out
+    a, b = log_rows(broken), log_rows(unbroken)
+    assert [r["step"] for r in a] == ["1", "2", "3", "4"]  # no step twice
+    for ra, rb in zip(a, b, strict=True):
+        assert float(ra["lr"]) == pytest.approx(float(rb["lr"]), rel=1e-9)
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), abs=1e-5)
+        assert ra["tokens"] == rb["tokens"]
+    wa, wb = adapter_tensors(broken), adapter_tensors(unbroken)
+    for name in wb:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-6)
+
+
+def test_output_dir_on_or_inside_the_init_adapter_is_refused_and_it_is_kept(
+    tiny_model_dir, pairs_file, tmp_path, capsys
+):
+    first = tmp_path / "first"
+    assert cli(pref_argv(tiny_model_dir, pairs_file, first)) == 0
+    before = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
+    for out in (first, first / "sub"):
+        argv = pref_argv(tiny_model_dir, pairs_file, out, "--overwrite", "true", "--init_adapter", str(first))
+        capsys.readouterr()
+        assert cli(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "init_adapter" in err[0] and "Traceback" not in err[0], err
+    assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == before
+    assert not (first / "sub").exists()
+
+
 def test_kto_and_orpo_runs_log_their_columns(tiny_model_dir, pairs_file, tmp_path):
     kto, orpo = tmp_path / "kto", tmp_path / "orpo"
     assert cli(pref_argv(tiny_model_dir, pairs_file, kto, "--method", "kto")) == 0

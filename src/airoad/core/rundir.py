@@ -87,7 +87,10 @@ def check_output_dir(cfg: Any, per_invocation: frozenset[str] = frozenset()) -> 
     runs these checks before any rank writes, so all reach the same verdict.
     """
     out = Path(cfg.output_dir).expanduser()
-    inputs = [("dataset_path", cfg.dataset_path), ("dev_path", cfg.dev_path), ("base_model", cfg.base_model)]
+    # Each lane names its input paths (INPUT_KEYS): an output dir on or around any of them could
+    # overwrite or remove what the user gave us, --overwrite or not.
+    keys = getattr(cfg, "INPUT_KEYS", ("dataset_path", "dev_path", "base_model"))
+    inputs = [(k, getattr(cfg, k)) for k in keys]
     if hit := clash(out, inputs):
         raise RunError(f"output_dir {out}: {hit}; choose another --output_dir (inputs are never modified)")
     if out.exists() and not out.is_dir():

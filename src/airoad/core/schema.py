@@ -57,6 +57,10 @@ def redefault(field: str, default: Any) -> Any:
 
 @dataclass
 class RunKeys:
+    # Keys naming paths the run reads: its output_dir may not be, hold or lie inside any of them
+    # (core.rundir.check_output_dir). Unannotated, so not a config field; lanes extend it.
+    INPUT_KEYS = ("dataset_path", "dev_path", "base_model")
+
     # --- model and data
     base_model: str = opt("Qwen/Qwen2.5-0.5B-Instruct", "Hub id or local path of the chat model to tune.")
     dataset_path: str = opt("data/sft/example_train.jsonl", "Training JSONL (ChatML and/or Alpaca rows).")

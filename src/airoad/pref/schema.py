@@ -35,6 +35,8 @@ PER_INVOCATION = core.PER_INVOCATION | {"ref_cache"}
 
 @dataclass
 class PrefConfig(core.RunKeys):
+    INPUT_KEYS = (*core.RunKeys.INPUT_KEYS, "init_adapter")
+
     method: str = opt(
         "dpo",
         "dpo: pairs, against a frozen reference; orpo: pairs, no reference (SFT on chosen + odds-ratio "
