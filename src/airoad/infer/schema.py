@@ -55,7 +55,21 @@ class MergeConfig:
 
 
 @dataclass
-class GenerateOptions:
+class Generation:
+    """How a model writes answers: the keys every generating tool (compare, eval, data pairs) shares."""
+
+    max_new_tokens: int = opt(256, "Most tokens generated per answer.", min=1)
+    temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
+    batch_size: int = opt(8, "Prompts generated together (left-padded).", min=1)
+    device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
+    dtype: str = opt(
+        "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
+    )
+    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+
+
+@dataclass
+class GenerateOptions(Generation):
     base: str | None = opt(None, BASE_HELP + " Alone (no --adapters) it is sampled by itself: one column.")
     adapters: str | None = opt(None, ADAPTERS_HELP + " Adds the tuned side.")
     prompts: str | None = opt(
@@ -68,15 +82,7 @@ class GenerateOptions:
         None,
         'System turn for prompts without one; default: the run\'s system_prompt; "" = the chat template default.',
     )
-    max_new_tokens: int = opt(256, "Most tokens generated per answer.", min=1)
-    temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
     seed: int = seed_opt(0, "Seed for sampling and for the --n subset.")
-    batch_size: int = opt(8, "Prompts generated together (left-padded).", min=1)
-    device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
-    dtype: str = opt(
-        "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
-    )
-    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
     overwrite: bool = opt(False, "Replace an existing --out report (never one of the inputs).")
 
     def validate(self) -> list[str]:
@@ -131,7 +137,7 @@ def regex_problems(flag: str, pattern: str | None) -> list[str]:
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(Generation):
     infile: str | None = opt(
         None, "SFT JSONL (ChatML and/or Alpaca rows, validated as for training): prompts and chosen answers."
     )
@@ -151,15 +157,7 @@ class PairsConfig:
         "System turn for conversations without one, written into the prompt; default: the run's "
         'system_prompt; "" = none (the chat template default).',
     )
-    max_new_tokens: int = opt(256, "Most tokens generated per answer.", min=1)
-    temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
     seed: int = seed_opt(42, "Seed for the --n subset and for sampling: same seed, same file.")
-    batch_size: int = opt(8, "Prompts generated together (left-padded).", min=1)
-    device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
-    dtype: str = opt(
-        "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
-    )
-    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
     overwrite: bool = opt(False, "Replace --out if it exists (never one of the inputs).")
 
     def validate(self) -> list[str]:
