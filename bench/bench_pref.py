@@ -18,14 +18,22 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import LORA, cpu_name, peak_rss_gb, versions, write_report  # noqa: E402
+from bench_train import (  # noqa: E402
+    LORA,
+    cpu_name,
+    peak_rss_gb,
+    refuse_out_on_inputs,
+    run_worker_process,
+    train_clock,
+    versions,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
@@ -39,33 +47,21 @@ def worker_trl(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    from airoad.pref.data import answer_text, prompt_messages
+
+    # TRL gets the rows in its conversational form, system_prompt applied as airoad applies it.
     rows = [json.loads(x) for x in a.data.read_text().splitlines() if x.strip()]
     conv = [
         {
-            "prompt": [{"role": "user", "content": r["prompt"]}]
-            if isinstance(r["prompt"], str)
-            else r["prompt"],
-            "chosen": [{"role": "assistant", "content": r["chosen"]}]
-            if isinstance(r["chosen"], str)
-            else r["chosen"],
-            "rejected": [{"role": "assistant", "content": r["rejected"]}]
-            if isinstance(r["rejected"], str)
-            else r["rejected"],
+            "prompt": prompt_messages(r["prompt"], r.get("system_prompt")),
+            **{k: [{"role": "assistant", "content": answer_text(r[k])}] for k in ("chosen", "rejected")},
         }
         for r in rows
     ]
     times: dict[str, float] = {}
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, *args, **kw):
-            times["begin"] = time.time()
-
-        def on_train_end(self, *args, **kw):
-            times["end"] = time.time()
-
     tok = AutoTokenizer.from_pretrained(a.model)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16)
     cfg = DPOConfig(
@@ -100,7 +96,7 @@ def worker_trl(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict:
         train_dataset=Dataset.from_list(conv),
         processing_class=tok,
         peft_config=peft_cfg,
-        callbacks=[Clock()],
+        callbacks=[train_clock(times)],
     )
     trainer.train()
     hist = [h for h in trainer.state.log_history if "loss" in h]
@@ -150,13 +146,6 @@ def run_worker(a: argparse.Namespace) -> None:
     print("BENCH_RESULT " + json.dumps(res), flush=True)
 
 
-def run_variant(v: str) -> dict:
-    cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", v]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
-    return json.loads(line[13:]) if line else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
-
-
 def table(results: dict[str, dict]) -> str:
     """One row per variant; pairs/s against the fastest TRL run, RSS against the leanest."""
     ok = {n: r for n, r in results.items() if "error" not in r}
@@ -200,11 +189,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.worker:
         return run_worker(a)
+    refuse_out_on_inputs(a.out, a.data, a.model)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results = {}
     for v in a.variants.split(","):
         t0 = time.time()
-        results[v] = run_variant(v)
+        results[v] = run_worker_process(__file__, ["--worker", v])
         print(f"{v}: {time.time() - t0:.0f}s {results[v]}", flush=True)
     report = "\n".join(
         [

@@ -75,20 +75,12 @@ def worker_trl(
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     rows = [json.loads(x)["messages"] for x in data.read_text().splitlines()]
     ds = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
     times: dict[str, float] = {}
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, *args, **kw):
-            times["begin"] = time.time()
-
-        def on_train_end(self, *args, **kw):
-            times["end"] = time.time()
-
     tok = AutoTokenizer.from_pretrained(a.model)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if bf16 else torch.float32)
     cfg = SFTConfig(
@@ -125,7 +117,7 @@ def worker_trl(
         train_dataset=ds,
         processing_class=tok,
         peft_config=peft_cfg,
-        callbacks=[Clock()],
+        callbacks=[train_clock(times)],
     )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -224,9 +216,28 @@ def run_worker(a: argparse.Namespace) -> None:
     print("BENCH_RESULT " + json.dumps(res), flush=True)
 
 
+def train_clock(times: dict[str, float]):
+    """A TrainerCallback that writes the wall-clock begin and end of ``trainer.train()`` into ``times``."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *args, **kw):
+            times["begin"] = time.time()
+
+        def on_train_end(self, *args, **kw):
+            times["end"] = time.time()
+
+    return Clock()
+
+
 def run_variant(v: str, data: Path) -> dict:
-    """One variant in a fresh subprocess; its BENCH_RESULT, or {"error": last stderr line}."""
-    cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", v, "--prepared", str(data)]
+    return run_worker_process(__file__, ["--worker", v, "--prepared", str(data)])
+
+
+def run_worker_process(script: str, worker_args: list[str]) -> dict:
+    """``script`` re-run with this command line plus ``worker_args`` in a fresh subprocess (clean
+    peak RSS); its BENCH_RESULT, or {"error": last stderr line}."""
+    cmd = [sys.executable, script, *sys.argv[1:], *worker_args]
     p = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
     return json.loads(line[13:]) if line else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
@@ -356,6 +367,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.worker:
         return run_worker(a)
+    refuse_out_on_inputs(a.out, a.data, a.model)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="airoad-bench-"))
     data = prepare_data(a.data, a.examples, work)
@@ -392,6 +404,15 @@ def main() -> None:
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def refuse_out_on_inputs(out: Path, *inputs: Path) -> None:
+    """Exit with one line when the report path is, or lies inside, an input (data file, model dir)."""
+    o = out.expanduser().resolve()
+    for i in inputs:
+        r = i.expanduser().resolve()
+        if o == r or r in o.parents:
+            raise SystemExit(f"error: --out {out} is or lies inside the input {i}; choose another --out")
 
 
 def write_report(path: Path, report: str, begin: str = BEGIN, end: str = END) -> None:

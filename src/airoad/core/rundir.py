@@ -82,15 +82,14 @@ def world() -> tuple[int, int]:
 def check_output_dir(cfg: Any, per_invocation: frozenset[str] = frozenset()) -> tuple[Path, Path | None]:
     """Read-only checks of output_dir; returns (output_dir, checkpoint to resume from or None).
 
-    ``cfg``: a lane's config dataclass (output_dir, resume, overwrite, dataset_path, dev_path,
-    base_model, max_steps); ``per_invocation``: its keys that may differ in a resumed run. Every rank
+    ``cfg``: a lane's config (a core.schema.RunKeys: output_dir, resume, overwrite, max_steps and
+    the INPUT_KEYS paths); ``per_invocation``: its keys that may differ in a resumed run. Every rank
     runs these checks before any rank writes, so all reach the same verdict.
     """
     out = Path(cfg.output_dir).expanduser()
     # Each lane names its input paths (INPUT_KEYS): an output dir on or around any of them could
     # overwrite or remove what the user gave us, --overwrite or not.
-    keys = getattr(cfg, "INPUT_KEYS", ("dataset_path", "dev_path", "base_model"))
-    inputs = [(k, getattr(cfg, k)) for k in keys]
+    inputs = [(k, getattr(cfg, k)) for k in cfg.INPUT_KEYS]
     if hit := clash(out, inputs):
         raise RunError(f"output_dir {out}: {hit}; choose another --output_dir (inputs are never modified)")
     if out.exists() and not out.is_dir():
