@@ -118,3 +118,55 @@ def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir)
                 p.copy_(torch.randn_like(p))
         plain.load_state_dict(cached.state_dict())
         torch.testing.assert_close(cached(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def _lora_step(model_dir, uncast: bool, dropout: float):
+    """(loss, {name: grad}, saved-for-backward bytes) of one bf16-autocast forward/backward."""
+    from transformers import AutoModelForCausalLM
+
+    from airoad.core.adapters import lora_in_autocast, wrap_with_adapters
+    from airoad.core.schema import RunKeys
+
+    torch.manual_seed(0)
+    cfg = RunKeys(lora_r=8, lora_dropout=dropout, lora_target_mode="attn_mlp")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    model = wrap_with_adapters(base, cfg).train()
+    for name, p in model.named_parameters():  # non-zero B: every LoRA path carries a gradient
+        if "lora_B" in name:
+            p.data.normal_(0, 0.02)
+    ids = torch.arange(3, 40).view(1, -1)
+    saved = {}
+
+    def pack(t):
+        saved[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    torch.manual_seed(1)  # the same dropout masks on both sides
+    with lora_in_autocast(model, uncast), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            # the decoder only: the vocabulary-wide logits would dwarf the layers' activations
+            hidden = model.base_model.model.model(input_ids=ids).last_hidden_state
+    loss = hidden.float().pow(2).mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
+    activations = sum(b for (ptr, _), b in saved.items() if ptr not in params)
+    return loss.detach(), grads, activations
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_lora_inputs_kept_in_autocast_dtype_give_the_same_loss_and_grads_with_less_saved(
+    tiny_model_dir, dropout
+):
+    # PEFT casts each bf16 input to the fp32 adapter weights and autocast casts it back: lossless,
+    # so skipping both casts must change no value, only what backward keeps.
+    loss_cast, grads_cast, saved_cast = _lora_step(tiny_model_dir, False, dropout)
+    loss, grads, saved = _lora_step(tiny_model_dir, True, dropout)
+    assert torch.equal(loss, loss_cast)
+    assert grads.keys() == grads_cast.keys() and len(grads) > 0
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_cast[name], rtol=0, atol=0, msg=name)
+    # without dropout q/k/v (and gate/up) now save one shared input instead of a copy each;
+    # with dropout each module saves its own dropped input either way
+    assert saved < 0.9 * saved_cast if dropout == 0 else saved <= saved_cast, (saved, saved_cast)

@@ -82,3 +82,18 @@ def trainable_summary(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def lora_in_autocast(model: nn.Module, active: bool) -> Any:
+    """Context: LoRA/DoRA layers take their input in the autocast dtype instead of casting it to
+    the adapter weights' fp32 first (``peft.helpers.disable_input_dtype_casting``).
+
+    Why: PEFT keeps adapter weights in fp32 on a bf16 base and casts every adapted module's input
+    to fp32: seven fp32 copies per layer, each saved for backward (q, k and v each keep their own
+    copy of the same normed input). Under bf16 autocast the matmul runs in bf16 anyway, so the copy
+    only costs memory and time (-0.43 GB saved activations on a 4 x 166-token DPO batch, measured).
+    The weights stay fp32 for the optimizer. Only valid where every forward runs under autocast
+    (training with ``bf16=True``); ``active=False`` is a no-op."""
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model, active)

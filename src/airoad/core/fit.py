@@ -126,7 +126,10 @@ def training_kwargs(ctx: RunContext, has_dev: bool) -> dict[str, Any]:
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=device == "cpu",
-        bf16=device == "cuda" and dtype == torch.bfloat16,
+        # bf16 weights train under bf16 autocast on every device, as TRL's default does: with the
+        # adapters' inputs kept in bf16 (core.adapters.lora_in_autocast) this saves a third of the
+        # activations and ~30 % of a CPU step against fp32 LoRA arithmetic (BENCHMARKS.md, Memory).
+        bf16=dtype == torch.bfloat16,
         fp16=device == "cuda" and dtype == torch.float16,
         remove_unused_columns=False,
         dataloader_pin_memory=device == "cuda",
@@ -222,6 +225,8 @@ def fit(ctx: RunContext, lane: Lane) -> Any:
 def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     from transformers import PrinterCallback
 
+    from airoad.core.adapters import lora_in_autocast
+
     cfg, printer = ctx.cfg, ctx.printer
     sync_ranks(ctx.device)
     printer(model_line(ctx, model))
@@ -231,18 +236,19 @@ def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     trainer = lane.build_trainer(ctx, model, training_kwargs(ctx, bool(lane.n_dev)), cbs.all)
     trainer.remove_callback(PrinterCallback)  # our LivePrinter replaces its raw dict lines
     cbs.checkpointer.totals = trainer.run_totals
-    if lane.before_train:
-        lane.before_train(ctx, trainer, state)
-    if ctx.ckpt is not None:
-        resume_counters(trainer, state, cbs.stateful, ctx.ckpt)
-        printer(f"resuming from {ctx.ckpt} (step {state.resumed_from} of {cfg.max_steps})")
-    printer(
-        f"training: up to {cfg.max_steps} steps; a line every {cfg.print_every_steps} (Ctrl-C stops and saves)"
-    )
-    try:
-        trainer.train(resume_from_checkpoint=str(ctx.ckpt) if ctx.ckpt else None)
-    finally:
-        cbs.interrupt.restore()
+    with lora_in_autocast(model, trainer.args.bf16):
+        if lane.before_train:
+            lane.before_train(ctx, trainer, state)
+        if ctx.ckpt is not None:
+            resume_counters(trainer, state, cbs.stateful, ctx.ckpt)
+            printer(f"resuming from {ctx.ckpt} (step {state.resumed_from} of {cfg.max_steps})")
+        printer(
+            f"training: up to {cfg.max_steps} steps; a line every {cfg.print_every_steps} (Ctrl-C stops and saves)"
+        )
+        try:
+            trainer.train(resume_from_checkpoint=str(ctx.ckpt) if ctx.ckpt else None)
+        finally:
+            cbs.interrupt.restore()
     finish(ctx, trainer, state, lane, t_end_train=time.time())
     trainer.run_state = state
     return trainer

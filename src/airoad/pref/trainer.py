@@ -118,11 +118,12 @@ class PrefMixin:
         model.eval()  # dropout off: the reference is the network itself
         firsts, seconds = [], []
         try:
-            for batch in loader:
-                batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                a, b = self.compute_ref_log_probs(model, batch)
-                firsts.append(a.float().cpu())
-                seconds.append(b.float().cpu() if b is not None else torch.zeros_like(a).cpu())
+            with self.accelerator.autocast():  # the precision training runs in
+                for batch in loader:
+                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                    a, b = self.compute_ref_log_probs(model, batch)
+                    firsts.append(a.float().cpu())
+                    seconds.append(b.float().cpu() if b is not None else torch.zeros_like(a).cpu())
         finally:
             model.train(was_training)
         first, second = self.ref_columns
