@@ -120,6 +120,54 @@ def test_compact_head_gives_trls_log_probs(tiny_model_dir):
     assert ours(input_ids=ids).logits.shape == (2, 12, ours.config.vocab_size)  # plain calls unchanged
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_free_head_equals_each_row_alone_in_values_and_gradients(tiny_model_dir, side):
+    """A padded DPO-like batch (rows of 12, 7 and 9 tokens, padded right as TRL does, or left)
+    scored padding-free gives each row's log-probs and gradients as if it ran alone, unpadded,
+    through TRL's own head (HF numbers left-padded positions from the pad, hence the reference)."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from airoad.pref.trainer import install_compact_head
+
+    torch.manual_seed(0)
+    lengths, t, weights = [12, 7, 9], 12, [1.0, -2.0, 0.5]
+    rows = [torch.randint(3, 1000, (n,)) for n in lengths]
+    ids = torch.zeros(3, t, dtype=torch.long)
+    attn = torch.zeros(3, t, dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(0, len(r)) if side == "right" else slice(t - len(r), t)
+        ids[i, span], attn[i, span] = r, 1
+    labels = ids.masked_fill(attn == 0, -100)
+    for i, n in enumerate(lengths):
+        labels[i, (0 if side == "right" else t - n) + torch.arange(3)] = -100  # a 3-token prompt
+
+    def grads(model):
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    ours = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    ours.get_output_embeddings().weight.requires_grad_(False)  # a frozen head (tied: embeddings)
+    install_compact_head(ours, chunk=4)
+    out = ours(input_ids=ids, attention_mask=attn, labels=labels, fused_lm_head=True)
+    (out.log_probs.sum(1) * torch.tensor(weights)).sum().backward()
+
+    theirs = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    theirs.get_output_embeddings().weight.requires_grad_(False)
+    add_fused_lm_head(theirs)
+    for i, (r, w) in enumerate(zip(rows, weights, strict=True)):
+        lab = r.clone()[None]
+        lab[0, :3] = -100
+        alone = theirs(input_ids=r[None], labels=lab, fused_lm_head=True).log_probs[0]
+        mine = out.log_probs[i][labels[i, 1:] != -100]
+        torch.testing.assert_close(mine, alone[lab[0, 1:] != -100], atol=1e-5, rtol=1e-5)
+        (alone.sum() * w).backward()
+    assert len(grads(theirs)) > 10 and grads(ours).keys() == grads(theirs).keys()
+    for name, g in grads(theirs).items():
+        torch.testing.assert_close(
+            grads(ours)[name], g, atol=5e-5, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
 # --------------------------------------------------------------------------- data
 
 

@@ -50,10 +50,31 @@ LOG_KEYS = {
 }
 
 
+def packed_hidden(base: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **kw: Any):
+    """Final hidden states of a padded batch computed padding-free: ``(hidden [N, H], index [B, T])``
+    where ``hidden[index[b, t]]`` is position t of row b (``index`` is -1 on padding).
+
+    The rows' real tokens are laid end to end in one ``[1, N]`` row with position_ids restarting
+    at 0 per row, which transformers' mask builder turns into a block-diagonal causal mask (the SFT
+    lane's packing relies on the same). A DPO batch is chosen and rejected answers padded to the
+    longest, so this drops the padding's activations and arithmetic (22-40 % of the positions on the
+    bundled and GSM8K pairs). Each row's padding must be contiguous (left or right), as TRL pads."""
+    if attention_mask is None or bool(attention_mask.all()):
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        b, t = input_ids.shape
+        return hidden.reshape(b * t, -1), torch.arange(b * t, device=input_ids.device).view(b, t)
+    valid = attention_mask.bool()
+    position_ids = (valid.long().cumsum(1) - 1)[valid][None]
+    hidden = base(input_ids=input_ids[valid][None], position_ids=position_ids, **kw).last_hidden_state
+    index = (valid.flatten().long().cumsum(0) - 1).view(valid.shape).masked_fill(~valid, -1)
+    return hidden[0], index
+
+
 def install_compact_head(model: Any, chunk: int) -> None:
     """Give the CausalLM inside ``model`` TRL's ``fused_lm_head=True`` protocol (a
     :class:`FusedCausalLMOutput` of per-token log-probs, shape ``[B, T-1]``, zero where the label
-    is -100) computed on labelled positions only. Without the flag the forward is the class's own."""
+    is -100) computed padding-free (:func:`packed_hidden`) on labelled positions only. Without the
+    flag the forward is the class's own."""
     lm = causal_lm(model)
     original = type(lm).forward
 
@@ -64,12 +85,13 @@ def install_compact_head(model: Any, chunk: int) -> None:
             extra = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": num_items_in_batch}
             return original(self, *args, **kw, **{k: v for k, v in extra.items() if v is not None})
         kw["use_cache"] = False
-        hidden = self.base_model(*args, **kw).last_hidden_state
+        input_ids = kw.pop("input_ids", args[0] if args else None)
+        hidden, index = packed_hidden(self.base_model, input_ids, kw.pop("attention_mask", None), **kw)
         if shift_labels is None:
-            hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
+            index, shift_labels = index[:, :-1], labels[:, 1:]
         mask = shift_labels != -100
         head = self.get_output_embeddings()
-        lp = token_logprobs(hidden[mask], head, shift_labels[mask], chunk)
+        lp = token_logprobs(hidden[index[mask]], head, shift_labels[mask], chunk)
         log_probs = lp.new_zeros(mask.shape).masked_scatter(mask, lp)
         zeros = torch.zeros(mask.shape, device=mask.device)
         n = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1)
