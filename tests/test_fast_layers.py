@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import needs_bf16
 from torch import nn
 
 from airoad.core.dora_cache import cache_dora_norms
@@ -170,3 +171,54 @@ def test_lora_inputs_kept_in_autocast_dtype_give_the_same_loss_and_grads_with_le
     # without dropout q/k/v (and gate/up) now save one shared input instead of a copy each;
     # with dropout each module saves its own dropped input either way
     assert saved < 0.9 * saved_cast if dropout == 0 else saved <= saved_cast, (saved, saved_cast)
+
+
+def _decoder_step(model_dir, lean: bool, dtype: torch.dtype):
+    """(hidden, {name: grad}, saved-for-backward bytes) of one LoRA forward/backward of the decoder."""
+    from transformers import AutoModelForCausalLM
+
+    from airoad.core.lean_layers import use_lean_layers
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).train()
+    for name, p in model.named_parameters():  # frozen embeddings; the layers (norms included) train
+        p.requires_grad_("layers" in name or name.endswith("model.norm.weight"))
+    if lean:
+        n_mlp, n_norm = use_lean_layers(model)
+        layers = model.config.num_hidden_layers
+        assert (n_mlp, n_norm) == (layers, 2 * layers + 1)
+    ids = torch.arange(3, 40).view(1, -1)
+    saved = {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hidden = model.model(input_ids=ids).last_hidden_state
+    (hidden.float() * torch.linspace(-1, 1, hidden.shape[-1])).sum().backward()
+    grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+    return hidden.detach().float(), grads, sum(saved.values())
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16)], ids=["fp32", "bf16"]
+)
+def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_model_dir, dtype):
+    hidden_plain, grads_plain, saved_plain = _decoder_step(tiny_model_dir, False, dtype)
+    hidden, grads, saved = _decoder_step(tiny_model_dir, True, dtype)
+    assert torch.equal(hidden, hidden_plain)  # the forward is the same arithmetic
+    assert grads.keys() == grads_plain.keys() and any("norm" in n for n in grads)
+    if dtype == torch.float32:
+        for name, g in grads_plain.items():
+            torch.testing.assert_close(
+                grads[name], g, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+            )
+    else:  # bf16 rounds differently in each order: both must be as close to the fp32 gradient
+        _, exact, _ = _decoder_step(tiny_model_dir, False, torch.float32)
+        for name, ref in exact.items():
+            err, err_plain = ((g[name] - ref).norm() / ref.norm() for g in (grads, grads_plain))
+            assert err <= 1.5 * err_plain + 2e-3, (name, err, err_plain)
+    assert saved < 0.85 * saved_plain, (saved, saved_plain)

@@ -55,11 +55,9 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
     """Wrap ``model`` in a PEFT LoRA/DoRA adapter per cfg (lora_r, lora_alpha, lora_dropout,
     lora_target_mode, use_dora, seed). Base weights are frozen by PEFT. LoRA dropout is swapped for
     :class:`FastDropout` (same distribution, cheaper masks on CPU) and DoRA norms are cached per
-    adapter update (:mod:`airoad.core.dora_cache`); neither changes what is saved."""
+    adapter update (:mod:`airoad.core.dora_cache`), and the MLPs and norms keep less for backward
+    (:mod:`airoad.core.lean_layers`); none changes what is saved."""
     from peft import LoraConfig, get_peft_model
-
-    from airoad.core.dora_cache import cache_dora_norms
-    from airoad.core.fast_dropout import use_fast_lora_dropout
 
     targets = target_modules(model, cfg.lora_target_mode)
     lcfg = LoraConfig(
@@ -71,9 +69,19 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, lcfg)
+    return lean_training_paths(get_peft_model(model, lcfg))
+
+
+def lean_training_paths(peft_model: Any) -> Any:
+    """The training-time swaps every lane's adapted model gets (none changes a weight or what is
+    saved): FastDropout, cached DoRA norms, lean SwiGLU/RMSNorm activations. Returns the model."""
+    from airoad.core.dora_cache import cache_dora_norms
+    from airoad.core.fast_dropout import use_fast_lora_dropout
+    from airoad.core.lean_layers import use_lean_layers
+
     use_fast_lora_dropout(peft_model)
     cache_dora_norms(peft_model)
+    use_lean_layers(peft_model)
     return peft_model
 
 

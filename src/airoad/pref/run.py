@@ -113,13 +113,9 @@ def build_model(ctx: RunContext) -> Any:
         return wrap_with_adapters(base, cfg)
     from peft import PeftModel
 
-    from airoad.core.dora_cache import cache_dora_norms
-    from airoad.core.fast_dropout import use_fast_lora_dropout
+    from airoad.core.adapters import lean_training_paths
 
-    model = PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True)
-    use_fast_lora_dropout(model)
-    cache_dora_norms(model)
-    return model
+    return lean_training_paths(PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True))
 
 
 def trl_args(ctx: RunContext, args: dict[str, Any]) -> Any:
