@@ -55,6 +55,10 @@ class PrefConfig(core.RunKeys):
     # TRL turns dropout off in preference training (policy and reference are one network); LoRA
     # dropout stays the user's choice, off by default for the same reason.
     lora_dropout: float = redefault("lora_dropout", 0.0)
+    # A pair is two sequences (and online DPO/KTO add the reference's forward): with checkpointing
+    # the peak stays below TRL's default at ~2x its speed; off: +25 % speed, +0.9 GB
+    # (bench/bench_pref.py, BENCHMARKS.md).
+    gradient_checkpointing: bool = redefault("gradient_checkpointing", True)
     beta: float = opt(
         0.1,
         "Strength of the pull towards the reference (dpo/kto: the reward scale); orpo: weight of the "
