@@ -9,7 +9,8 @@ checkpoint's bf16; ``trl_nogc`` is the same without gradient checkpointing.
 ``airoad_nogc`` turns checkpointing off (faster, more memory). All: a fresh LoRA r16 on attn+MLP, the
 reference = the base (adapters disabled), sigmoid loss, beta 0.1, batch 2 pairs x accum 2, the
 bundled pairs, seq <= 512. pairs/s = pairs trained / training seconds; ratios against the best TRL
-run for each figure. The table goes to stdout and to BENCHMARKS.md between its bench-pref markers.
+run for each figure. The table goes to stdout and to BENCHMARKS.md between its bench-pref markers
+(``--method orpo``: TRL's experimental ORPOTrainer vs `airoad pref --method orpo`, bench-orpo markers).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def worker_trl(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict:
 
     from airoad.pref.data import answer_text, prompt_messages
 
+    if a.method == "orpo":  # TRL 1.16 keeps ORPO in trl.experimental: the same config keys
+        from trl.experimental.orpo import ORPOConfig as DPOConfig  # noqa: N814
+        from trl.experimental.orpo import ORPOTrainer as DPOTrainer  # noqa: N814
+
     # TRL gets the rows in its conversational form, system_prompt applied as airoad applies it.
     rows = [json.loads(x) for x in a.data.read_text().splitlines() if x.strip()]
     conv = [
@@ -76,7 +81,7 @@ def worker_trl(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict:
         report_to="none",
         save_strategy="no",
         use_cpu=True,
-        gradient_checkpointing=checkpointing,  # DPOConfig's default: True
+        gradient_checkpointing=checkpointing,  # DPOConfig's and ORPOConfig's default: True
         seed=a.seed,
         max_length=a.seq,
         beta=BETA,
@@ -121,7 +126,7 @@ def worker_airoad(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict
         *("--lr_scheduler", "constant", "--warmup_ratio", "0", "--seed", str(a.seed), "--beta", str(BETA)),
         *("--lora_r", str(LORA["r"]), "--lora_alpha", str(LORA["alpha"]), "--lora_dropout", "0"),
         *("--lora_target_mode", "attn_mlp", "--print_every_steps", "1000", "--device", "cpu"),
-        *("--gradient_checkpointing", str(checkpointing)),
+        *("--gradient_checkpointing", str(checkpointing), "--method", a.method),
     ]
     cfg, _ = load_config(PrefConfig, argv)
     out_dir, _ = pref(cfg, printer=lambda *_: None)
@@ -183,6 +188,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--method", default="dpo", choices=["dpo", "orpo"], help="orpo: TRL's experimental ORPOTrainer"
+    )
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -194,28 +202,39 @@ def main() -> None:
     results = {}
     for v in a.variants.split(","):
         t0 = time.time()
-        results[v] = run_worker_process(__file__, ["--worker", v])
+        results[v] = run_worker_process(__file__, ["--worker", v, "--method", a.method])
         print(f"{v}: {time.time() - t0:.0f}s {results[v]}", flush=True)
     report = "\n".join(
         [
-            f"## Preference (DPO) benchmark ({time.strftime('%Y-%m-%d')})",
+            f"## Preference ({a.method.upper()}) benchmark ({time.strftime('%Y-%m-%d')})",
             "",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; {versions()}.",
             f"CPU: {cpu_name()}.",
             f"Command: `python bench/bench_pref.py {' '.join(sys.argv[1:])}`",
             "",
             f"Model {a.model.name}, pairs {a.data.name}, {a.steps} steps x {BATCH * ACCUM} pairs (batch {BATCH} x accum "
-            f"{ACCUM}), seq <= {a.seq}, fresh LoRA r{LORA['r']} attn+MLP, reference = base with adapters disabled, "
-            f"sigmoid loss, beta {BETA}, lr {a.lr} constant. `trl` = DPOConfig defaults (bf16, gradient "
+            f"{ACCUM}), seq <= {a.seq}, fresh LoRA r{LORA['r']} attn+MLP, "
+            + (
+                "reference = base with adapters disabled, sigmoid loss"
+                if a.method == "dpo"
+                else "no reference"
+            )
+            + f", beta {BETA}, lr {a.lr} constant. `trl` = {a.method.upper()}Config defaults (bf16, gradient "
             "checkpointing); `trl_nogc` without checkpointing; `airoad` = `airoad pref` defaults (checkpointing "
-            "too); `airoad_nogc` without. Reference log-probs online in every variant (the data is seen < 2 times).",
+            "too); `airoad_nogc` without."
+            + (
+                " Reference log-probs online in every variant (the data is seen < 2 times)."
+                if a.method == "dpo"
+                else ""
+            ),
             "",
             table(results),
             "",
         ]
     )
     print(report)
-    write_report(a.out, report, "<!-- bench-pref:begin -->", "<!-- bench-pref:end -->")
+    tag = "bench-pref" if a.method == "dpo" else "bench-orpo"
+    write_report(a.out, report, f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->")
 
 
 if __name__ == "__main__":
