@@ -217,3 +217,27 @@ def in_use(flag: str, directory: Path, pid: int) -> str:
         f"{flag} {directory}: in use by another airoad process (pid {pid}); wait for it to finish, "
         f"or choose another {flag}"
     )
+
+
+# --- a directory output written whole: staged beside it, then renamed in -------------------------
+
+
+def install_staged(stage: Path, out: Path, scratch: Path) -> None:
+    """Rename ``stage`` to ``out``; an existing ``out`` is first moved whole into ``scratch`` (deleted
+    later by its owner), so no stale file of it survives and readers never see a half-written one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        os.replace(out, scratch / "previous")
+    os.replace(stage, out)
+
+
+def remove_dead_staging(out: Path, tag: str) -> None:
+    """Staging folders ``.<out>.<tag>-<pid>-*`` of earlier writes into ``out`` whose process is gone
+    (killed mid-save)."""
+    import shutil
+
+    prefix = f".{out.name}.{tag}-"
+    for p in out.parent.glob(f"{prefix}*-*"):
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)

@@ -24,7 +24,8 @@ from airoad.core.adapter_source import (  # noqa: F401  (re-exported: the tools'
     check_adapter_dir,
     resolve_source,
 )
-from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer
+from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer  # noqa: F401
+from airoad.core.merging import attach_adapters
 from airoad.core.model_source import resolve_model
 
 
@@ -55,23 +56,6 @@ class Loaded:
         """``override`` (the --system_prompt flag) if given, else the run's; "" means none."""
         chosen = override if override is not None else self.source.system_prompt
         return chosen or None
-
-
-def attach_adapters(model: Any, source: Source) -> Any:
-    """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
-    from peft import PeftModel
-
-    from airoad.core.dora_cache import cache_dora_norms
-
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise LoadError(
-            f"--adapters {source.adapters}: does not load onto {source.base} ({first_line(e)[:300]}); "
-            "pass the --base it was trained on"
-        ) from None
-    cache_dora_norms(peft_model)  # DoRA decoding would otherwise recompute every norm per token
-    return peft_model
 
 
 def load(

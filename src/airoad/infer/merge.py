@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
-from airoad.core.outputs import output_problems, pid_alive, record
+from airoad.core.merging import merge_adapters, tied
+from airoad.core.outputs import install_staged, output_problems, record, remove_dead_staging
 from airoad.infer.schema import MergeConfig
 
 MERGE_INFO = "airoad_merge.json"
@@ -73,12 +74,6 @@ def probe_logits(model: Any, ids: Any) -> Any:
         return model(input_ids=ids).logits.float()
 
 
-def tied(model: Any) -> bool:
-    """True when the output head and the input embeddings are the same tensor."""
-    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    return head is not None and head.weight.data_ptr() == emb.weight.data_ptr()
-
-
 def merged_generation_config(model: Any, tokenizer: Any) -> Any:
     """The base's generation config with eos = its eos ids + tokenizer eos + end-of-turn, and pad set."""
     import copy
@@ -106,10 +101,7 @@ def merge_and_check(loaded: Any, tolerance: float) -> tuple[Any, dict[str, Any]]
     with_adapter = probe_logits(peft_model, ids)
     with peft_model.disable_adapter():
         effect = float((probe_logits(peft_model, ids) - with_adapter).abs().max())
-    try:
-        merged = peft_model.merge_and_unload(safe_merge=True)
-    except ValueError as e:  # safe_merge found NaNs
-        raise MergeError(f"--adapters {loaded.source.adapters}: merge failed ({e})") from None
+    merged = merge_adapters(peft_model, str(loaded.source.adapters))
     diff = float((probe_logits(merged, ids) - with_adapter).abs().max())
     check = {
         "max_abs_diff": diff,
@@ -128,14 +120,6 @@ def merge_and_check(loaded: Any, tolerance: float) -> tuple[Any, dict[str, Any]]
             "(did the adapter train one of them?); nothing written"
         )
     return merged, check
-
-
-def install(stage: Path, out: Path, scratch: Path) -> None:
-    """Rename ``stage`` to ``out``; an existing ``out`` is first moved whole into ``scratch`` (deleted later)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        os.replace(out, scratch / "previous")
-    os.replace(stage, out)
 
 
 def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
@@ -180,24 +164,14 @@ def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path)
     from airoad.core.io import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(out)
+    remove_dead_staging(out, "merge")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.merge-{os.getpid()}-") as tmp:
         stage = Path(tmp) / "checkpoint"
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
         write_json(stage / MERGE_INFO, info)
         record(stage, [p.name for p in stage.iterdir()])  # what a later --overwrite may replace
-        install(stage, out, Path(tmp))
-
-
-def remove_dead_staging(out: Path) -> None:
-    """Staging folders of earlier merges into ``out`` whose process is gone (killed mid-save)."""
-    import shutil
-
-    for p in out.parent.glob(f".{out.name}.merge-*-*"):
-        pid = p.name[len(f".{out.name}.merge-") :].split("-", 1)[0]
-        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+        install_staged(stage, out, Path(tmp))
 
 
 def main(argv: list[str] | None = None) -> int:
