@@ -8,7 +8,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "airoad"
-LANES = ("airoad.sft", "airoad.pref")  # each lane: its own package; none imports another, nothing else imports it
+# each lane: its own package; none imports another, nothing else imports it
+LANES = ("airoad.sft", "airoad.pref", "airoad.export")
 MAX_LINES, MAX_POSITIONAL = 80, 7
 
 

@@ -1,0 +1,261 @@
+"""`airoad export gguf`: a tune as one GGUF file for llama.cpp and Ollama, checked before it is kept.
+
+    airoad export gguf --adapters outputs/qwen05b_fast_plain --out exports/fast_plain_gguf --quant q8_0
+
+1. Before any weights load: ``--quant`` is one gguf-py writes (f16, bf16, q8_0; K-quants need
+   llama.cpp's quantizer), the adapter dir is usable, and ``--out`` is empty or absent
+   (``--overwrite true`` replaces one airoad wrote), not an input, not inside or around one.
+2. The base loads in float32 (``--base``, else the run's recorded base) and a LoRA or DoRA adapter
+   is merged in with PEFT ``merge_and_unload`` (:mod:`airoad.core.merging`); ``--base`` alone
+   exports that (merged) checkpoint.
+3. :func:`airoad.export.gguf.write_gguf` writes ``NAME-QUANT.gguf`` into a staging dir beside ``--out``.
+4. Check: transformers reads the GGUF back (``from_pretrained(dir, gguf_file=...)``, which
+   dequantizes it) and both models score the check chats; max |dlogit| and next-token argmax
+   agreement over every position are printed. Agreement below ``--min_argmax_agreement``: exit 1,
+   the staging dir is deleted, nothing is written.
+5. ``Modelfile`` (Ollama) and ``export_info.json`` (inputs, quant, file size, check numbers,
+   versions) join the GGUF, and the staging dir is renamed to ``--out`` (an old ``--out`` is
+   swapped out whole).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from airoad.core.errors import UserError
+from airoad.export.schema import GgufConfig
+
+INFO = "export_info.json"
+MODELFILE = "Modelfile"
+CHECK_CHATS = [
+    [
+        {"role": "user", "content": "Name three primary colours."},
+        {"role": "assistant", "content": "Red, yellow and blue."},
+    ],
+    [
+        {"role": "user", "content": "What is 12 times 7?"},
+        {"role": "assistant", "content": "12 x 7 = 84."},
+        {"role": "user", "content": "And divided by 4?"},
+        {"role": "assistant", "content": "84 / 4 = 21."},
+    ],
+    [
+        {"role": "user", "content": "Write one sentence about the sea, in Markdown with a heading."},
+        {"role": "assistant", "content": "# The sea\n\nThe sea keeps moving, even when the wind is still."},
+    ],
+]
+
+
+class CheckFailed(Exception):
+    """The written GGUF does not reproduce the tuned model (exit 1; nothing kept)."""
+
+
+def check_inputs(cfg: GgufConfig) -> tuple[Any, Path]:
+    """(resolved source, --out path); UserError before anything loads."""
+    from airoad.core.adapter_source import resolve_source
+    from airoad.core.outputs import output_problems
+
+    source = resolve_source(cfg.base, cfg.adapters)
+    out = Path(cfg.out).expanduser()
+    inputs = [("--adapters", source.adapters)]
+    for label, p in (("base", source.base), ("tokenizer", source.tokenizer_from)):
+        if p and Path(p).expanduser().exists():
+            inputs.append((label, Path(p).expanduser()))
+    if problems := output_problems("--out", out, inputs, overwrite=cfg.overwrite, kind="dir"):
+        raise UserError(problems)
+    return source, out
+
+
+def chat_ids(tokenizer: Any, system: str | None) -> list[Any]:
+    """Token ids [1, T] of each check chat rendered with the chat template (``system`` first if set)."""
+    head = [{"role": "system", "content": system}] if system else []
+    rendered = [tokenizer.apply_chat_template(head + c, tokenize=False) for c in CHECK_CHATS]
+    return [tokenizer(t, add_special_tokens=False, return_tensors="pt")["input_ids"] for t in rendered]
+
+
+def compare_logits(tuned: Any, exported: Any, ids: list[Any], device: str) -> dict[str, Any]:
+    """Max |dlogit| and argmax agreement of two models over every position of ``ids``."""
+    import torch
+
+    diff, agree, positions, scale = 0.0, 0, 0, 0.0
+    with torch.no_grad():
+        for x in ids:
+            a = tuned(input_ids=x.to(device)).logits.float()
+            b = exported(input_ids=x.to(device)).logits.float()
+            diff = max(diff, float((a - b).abs().max()))
+            scale = max(scale, float(a.abs().max()))
+            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+            positions += x.shape[1]
+    return {
+        "max_abs_dlogit": diff,
+        "max_abs_logit": scale,
+        "argmax_agreement": agree / positions,
+        "positions": positions,
+        "chats": len(ids),
+    }
+
+
+def read_back(stage: Path, file_name: str, device: str) -> Any:
+    """The GGUF as transformers loads it (dequantized to float32, eval mode)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own lines say what is loading
+    # transformers' GGUF reader draws its own tqdm bar (not the hub's): quiet it for this call
+    with quiet_gguf_progress():
+        model = AutoModelForCausalLM.from_pretrained(str(stage), gguf_file=file_name, dtype=torch.float32)
+    return model.to(device).eval()
+
+
+def quiet_gguf_progress() -> Any:
+    """Context in which transformers' GGUF tensor loop shows no progress bar."""
+    import contextlib
+    from unittest import mock
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    if not hasattr(gguf_utils, "tqdm"):
+        return contextlib.nullcontext()
+    return mock.patch.object(gguf_utils, "tqdm", lambda it, *a, **k: it)
+
+
+def verify(
+    model: Any, tokenizer: Any, gguf_path: Path, system: str | None, threshold: float
+) -> dict[str, Any]:
+    """Read the GGUF at ``gguf_path`` back onto ``model``'s device and compare it with ``model`` on
+    the check chats (``system`` first); CheckFailed when argmax agreement < ``threshold``."""
+    device = str(model.device)
+    exported = read_back(gguf_path.parent, gguf_path.name, device)
+    check = compare_logits(model, exported, chat_ids(tokenizer, system), device)
+    check["min_argmax_agreement"] = threshold
+    if not check["argmax_agreement"] >= threshold:
+        raise CheckFailed(
+            f"check failed: the GGUF's next-token argmax agrees with the tuned model's on "
+            f"{check['argmax_agreement']:.1%} of {check['positions']} positions < --min_argmax_agreement "
+            f"{threshold:g} (max |dlogit| {check['max_abs_dlogit']:.3g}); nothing written"
+        )
+    return check
+
+
+def system_line(cfg: GgufConfig, source: Any, tokenizer: Any) -> str | None:
+    """The Modelfile's SYSTEM: --system_prompt, else the run's, else the chat template's default turn."""
+    from airoad.export.ollama import template_default_system
+
+    if cfg.system_prompt is not None:
+        return cfg.system_prompt or None
+    return source.system_prompt or template_default_system(tokenizer)
+
+
+def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
+    """Run the export (module docstring); returns ``--out``."""
+    from airoad.core.artifacts import library_versions
+    from airoad.core.devices import pick_device
+    from airoad.core.merging import load_merged
+    from airoad.core.outputs import install_staged, remove_dead_staging
+    from airoad.export.gguf import write_gguf
+
+    quant = cfg.quant.lower()
+    source, out = check_inputs(cfg)
+    for note in source.notes:
+        printer(note)
+    what = f"{source.base} + {source.adapters} ({source.adapter_kind})" if source.adapters else source.base
+    device = pick_device(cfg.device)
+    printer(f"export gguf: {what}, merged in float32 on {device}, written as {quant}")
+    model, tokenizer = load_merged(source, device)
+    system = system_line(cfg, source, tokenizer)
+    file_name = f"{cfg.name}-{quant}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(out, "export")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.export-{os.getpid()}-") as tmp:
+        stage, scratch = Path(tmp) / "export", Path(tmp) / "tokenizer"
+        stage.mkdir()
+        scratch.mkdir()
+        written = write_gguf(model, tokenizer, stage / file_name, quant, scratch)
+        size = (stage / file_name).stat().st_size
+        printer(f"wrote {file_name}: {size / 2**20:.1f} MiB, tensors {written['tensor_types']}")
+        check = verify(model, tokenizer, stage / file_name, system, cfg.min_argmax_agreement)
+        printer(check_line(check))
+        info = {
+            "base": source.base,
+            "adapters": str(source.adapters) if source.adapters else None,
+            "adapter": source.adapter_kind or None,
+            "quant": quant,
+            "file": file_name,
+            "file_size": size,
+            **written,
+            "system_prompt": system,
+            "check": check,
+            "versions": {**library_versions(), "gguf": gguf_version()},
+        }
+        write_outputs(stage, file_name, system, info)
+        install_staged(stage, out, Path(tmp))
+    printer(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    printer(f"run it: ollama create my-tune -f {out / MODELFILE}   or   llama-cli -m {out / file_name}")
+    return out
+
+
+def check_line(check: dict[str, Any]) -> str:
+    return (
+        f"verified: transformers reads the GGUF back; on {check['chats']} chats ({check['positions']} "
+        f"positions) max |dlogit| {check['max_abs_dlogit']:.3g} (logits up to {check['max_abs_logit']:.3g}), "
+        f"argmax agreement {check['argmax_agreement']:.1%} >= {check['min_argmax_agreement']:g}"
+    )
+
+
+def write_outputs(stage: Path, file_name: str, system: str | None, info: dict[str, Any]) -> None:
+    """Modelfile, export_info.json and the manifest (what a later --overwrite may replace)."""
+    from airoad.core.io import write_json, write_text
+    from airoad.core.outputs import record
+    from airoad.export.ollama import modelfile
+
+    write_text(stage / MODELFILE, modelfile(file_name, system))
+    write_json(stage / INFO, info)
+    record(stage, [file_name, MODELFILE, INFO])
+
+
+def gguf_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("gguf")
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `airoad export gguf`; returns the exit status (2: a user mistake, 1: check failed)."""
+    from airoad.core.commands import run_guarded
+
+    def go() -> int:
+        from airoad.core.config import load_config
+
+        cfg, _ = load_config(
+            GgufConfig,
+            sys.argv[1:] if argv is None else argv,
+            prog="airoad export gguf",
+            description="Export a tune (adapters merged into the base) as GGUF for llama.cpp / Ollama.",
+        )
+        require_gguf()
+        try:
+            export(cfg)
+        except CheckFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_guarded(go)
+
+
+def require_gguf() -> None:
+    """UserError naming the install line when the ``gguf`` package is missing."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise UserError(
+            'the gguf package is not installed; pip install -e ".[export]" (or pip install gguf)'
+        ) from None

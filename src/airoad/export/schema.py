@@ -1,0 +1,78 @@
+"""Options of `airoad export gguf`: one dataclass (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airoad.core.config import closest, opt
+from airoad.core.schema import DEVICES
+
+QUANTS = ("f16", "bf16", "q8_0")  # what gguf-py itself writes (gguf.quants): no llama.cpp needed
+# llama.cpp's own quantizer (llama-quantize) makes these; gguf-py has no quantizer for them
+LLAMA_CPP_QUANTS = (
+    "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m",
+    "q5_k_s", "q5_k_m", "q6_k", "iq2_xxs", "iq2_xs", "iq3_xxs", "iq3_s", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0",
+)  # fmt: skip
+
+
+@dataclass
+class GgufConfig:
+    adapters: str | None = opt(
+        None,
+        "A run's output_dir or any PEFT adapter dir (LoRA or DoRA): merged into its base in memory. "
+        "Omit it to export a merged checkpoint given as --base.",
+    )
+    base: str | None = opt(
+        None,
+        "Base model (hub id or local dir). With --adapters optional: read from the run's run_config.yaml "
+        "(base_model), else adapter_config.json. Alone: the (merged) checkpoint to export.",
+    )
+    out: str | None = opt(None, "Directory to write (the .gguf, Modelfile, export_info.json). Required.")
+    quant: str = opt(
+        "q8_0",
+        "Weight type of the 2-D tensors: f16, bf16 or q8_0 (norms, biases and other 1-D tensors stay "
+        "float32, as llama.cpp's converter writes them). K-quants (q4_k_m, ...) need llama.cpp's quantizer.",
+    )
+    name: str = opt("model", "File name stem: writes NAME-QUANT.gguf (e.g. model-q8_0.gguf).")
+    overwrite: bool = opt(False, "Replace a non-empty --out that airoad wrote (swapped out whole).")
+    system_prompt: str | None = opt(
+        None,
+        'SYSTEM line of the Ollama Modelfile; default: the run\'s system_prompt; "" = none (the chat '
+        "template's default).",
+    )
+    min_argmax_agreement: float = opt(
+        0.9,
+        "Refuse to write when the GGUF model's next-token argmax agrees with the tuned model's on fewer "
+        "than this fraction of the check prompts' positions.",
+        min=0,
+        max=1,
+    )
+    device: str = opt(
+        "cpu",
+        "Where the merge and the check run (cpu needs ~8 bytes x params of RAM: the tuned and the read-back model).",
+        choices=DEVICES,
+    )
+
+    def validate(self) -> list[str]:
+        problems = [] if self.out else ["--out is required; give the directory to write the GGUF into"]
+        if not self.adapters and not self.base:
+            problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
+        if self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name:
+            problems.append(f"--name {self.name!r}: not a file name stem; give e.g. --name my_model")
+        return problems + quant_problems(self.quant)
+
+
+def quant_problems(quant: str) -> list[str]:
+    """[] for a quant gguf-py writes, else one line: K-quants point to llama.cpp, others to the list."""
+    q = quant.lower()
+    if q in QUANTS:
+        return []
+    if q in LLAMA_CPP_QUANTS:
+        return [
+            f"--quant {quant}: needs llama.cpp's quantizer, which airoad does not ship; export --quant f16 "
+            "and run llama.cpp's llama-quantize on it (pip install llama-cpp-python brings the library), "
+            "or use --quant q8_0"
+        ]
+    hint = closest(q, list(QUANTS))
+    fix = f"did you mean {hint}?" if hint else f"choose one of {', '.join(QUANTS)}"
+    return [f"--quant {quant}: unknown weight type; {fix}"]
