@@ -153,12 +153,15 @@ def system_line(cfg: GgufConfig, source: Any, tokenizer: Any) -> str | None:
 
 def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
     """Run the export (module docstring); returns ``--out``."""
+    from transformers.utils import logging as hf_logging
+
     from airoad.core.artifacts import library_versions
     from airoad.core.devices import pick_device
     from airoad.core.merging import load_merged
     from airoad.core.outputs import install_staged, remove_dead_staging
     from airoad.export.gguf import write_gguf
 
+    hf_logging.disable_progress_bar()  # our own lines say what is loading
     quant = cfg.quant.lower()
     source, out = check_inputs(cfg)
     for note in source.notes:
