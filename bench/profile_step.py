@@ -15,9 +15,10 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments
 
-from airoad.core.adapters import wrap_with_adapters
+from airoad.core.adapters import lora_in_autocast, wrap_with_adapters
 from airoad.core.config import load_config
 from airoad.core.context import RunContext
 from airoad.core.devices import pick_dtype
@@ -71,6 +72,8 @@ tr = AiroadTrainer(
     kl_lambda=cfg.kl_lambda,
 )
 model.train()
+# as core.fit trains: LoRA inputs left in the autocast dtype for the whole run
+lora_in_autocast(model, args.bf16).__enter__()
 coll = Collator(tok.pad_token_id, packing=True)
 ds = ExampleDataset(train_ex)
 
@@ -82,7 +85,9 @@ def step(i):
     n = sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows)
     for g in groups:
         b = coll(g)
-        loss = tr.compute_loss(model, b, num_items_in_batch=n)
+        # what accelerate wraps the model's forward in when trainer.train() runs with args.bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = tr.compute_loss(model, b, num_items_in_batch=n)
         loss.backward()
         if os.environ.get("TRIM"):
             libc.malloc_trim(0)

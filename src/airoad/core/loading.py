@@ -121,6 +121,17 @@ def load_causal_lm(
         ) from None
 
 
+def load_gguf_causal_lm(directory: Any, file_name: str, dtype: Any) -> Any:
+    """A GGUF file's model as transformers reads it (``gguf_file=``: dequantized to ``dtype``).
+    GGUF holds tensors and metadata only, no code, so this is as safe as safetensors."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=file_name, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise LoadError(f"{directory}/{file_name}: cannot read the GGUF back ({first_line(e)})") from None
+
+
 def load_base_for_training(
     source: ModelSource,
     dtype: Any,

@@ -102,13 +102,14 @@ def compare_logits(tuned: Any, exported: Any, ids: list[Any], device: str) -> di
 def read_back(stage: Path, file_name: str, device: str) -> Any:
     """The GGUF as transformers loads it (dequantized to float32, eval mode)."""
     import torch
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from airoad.core.loading import load_gguf_causal_lm
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     # transformers' GGUF reader draws its own tqdm bar (not the hub's): quiet it for this call
     with quiet_gguf_progress():
-        model = AutoModelForCausalLM.from_pretrained(str(stage), gguf_file=file_name, dtype=torch.float32)
+        model = load_gguf_causal_lm(stage, file_name, torch.float32)
     return model.to(device).eval()
 
 
