@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
 # Order: the pairs compared against each other run close together in time.
-VARIANTS = ("trl", "trl_bf16", "lora", "dora", "lora_kl", "dora_kl", "lora_packed", "trl_gc", "lora_kl_cache")
+VARIANTS = ("trl", "trl_bf16", "lora", "dora", "lora_kl", "dora_kl", "lora_packed", "trl_gc", "lora_kl_cache", "lora_gc")
 TRL_VARIANTS = ("trl", "trl_bf16", "trl_gc")
 # Shared settings: the anchor and airoad see the same numbers.
 LORA = {
@@ -182,6 +182,8 @@ def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) ->
     ]
     if variant == "lora_packed":  # the same 4 examples per step in one padding-free forward
         argv += ["--per_device_batch_size", str(a.accum), "--grad_accum", "1", "--packing", "true"]
+    if variant == "lora_gc":  # recomputed activations: the memory lever, at a speed cost
+        argv += ["--gradient_checkpointing", "true"]
     if variant.endswith("_cache"):  # a fresh cache dir: the build is part of what is measured
         argv += ["--kl_cache", "on", "--kl_cache_dir", str(out.with_name(out.name + "-teacher-cache"))]
     elif "_kl" in variant:

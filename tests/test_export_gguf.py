@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+pytest.importorskip("gguf", reason="the export extra: pip install -e '.[export]'")
 from conftest import SHARED, build_tiny_qwen
 
 from airoad.cli import main as cli
