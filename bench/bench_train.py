@@ -29,7 +29,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path.home() / ".cache/airoad/real-qwen2.5-0.5b"
 # Order: the pairs compared against each other run close together in time.
-VARIANTS = ("trl", "trl_bf16", "lora", "dora", "lora_kl", "dora_kl", "lora_packed", "trl_gc", "lora_kl_cache", "lora_gc")
+VARIANTS = (
+    "trl",
+    "trl_bf16",
+    "lora",
+    "dora",
+    "lora_kl",
+    "dora_kl",
+    "lora_packed",
+    "trl_gc",
+    "lora_kl_cache",
+    "lora_gc",
+)
 TRL_VARIANTS = ("trl", "trl_bf16", "trl_gc")
 # Shared settings: the anchor and airoad see the same numbers.
 LORA = {
