@@ -382,6 +382,19 @@ def test_from_an_init_adapter_the_reference_is_its_frozen_copy(tiny_model_dir, p
     assert not any(".ref." in k for k in after)
 
 
+@pytest.mark.parametrize("ref_cache", ["on", "off"])
+def test_an_init_adapter_with_dropout_still_starts_at_ln2(tiny_model_dir, pairs_file, tmp_path, ref_cache):
+    """The init adapter's lora_dropout is inherited, but preference training runs without dropout
+    (TRL's disable_dropout, extended to airoad's FastDropout): policy == reference at step 1."""
+    first = tmp_path / "first"
+    assert cli(pref_argv(tiny_model_dir, pairs_file, first, "--lora_dropout", "0.3")) == 0
+    second = tmp_path / "second"
+    argv = pref_argv(tiny_model_dir, pairs_file, second, "--ref_cache", ref_cache)
+    assert cli([*argv, "--init_adapter", str(first)]) == 0
+    rows = log_rows(second)
+    assert float(rows[0]["loss"]) == pytest.approx(LN2, abs=1e-4) and float(rows[0]["margin"]) == 0.0
+
+
 def test_reference_cache_on_and_off_train_the_same(tiny_model_dir, pairs_file, tmp_path):
     runs = {}
     for cache in ("on", "off"):

@@ -43,15 +43,16 @@ class _MaskedScale(torch.autograd.Function):
         return grad.mul(mask).mul_(ctx.scale), None, None
 
 
-class FastDropout(nn.Module):
+class FastDropout(nn.Dropout):
     """Drop-in for ``nn.Dropout(p)``: same contract (train: zero with prob. p, scale the rest by
-    1/(1-p); eval: identity), any input shape."""
+    1/(1-p); eval: identity), any input shape. A subclass, so whatever turns dropout off by
+    setting ``p = 0`` on every ``nn.Dropout`` (TRL's ``disable_dropout`` in preference training)
+    turns this off too."""
 
     def __init__(self, p: float):
-        super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout p must be in [0, 1), got {p}")
-        self.p = p
+        super().__init__(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -60,9 +61,6 @@ class FastDropout(nn.Module):
             return F.dropout(x, self.p, True)
         mask, p = keep_mask(x.numel(), self.p, x.device)
         return _MaskedScale.apply(x, mask.view(x.shape), 1.0 / (1.0 - p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 def use_fast_lora_dropout(model: nn.Module) -> int:

@@ -86,7 +86,11 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     # Checkpoint rotation falls back to step order when mtimes are close (always, for fast runs).
     logging.getLogger("transformers.trainer_utils").addFilter(_drop_mtime_note)  # once: same object
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    # transformers 5 renames gradient checkpointing to activation checkpointing; PEFT and the HF
+    # Trainer still call the old names (harmless until v6)
+    warnings.filterwarnings(
+        "ignore", message=r".*(is_)?gradient_checkpointing(_enable)?.*deprecated", category=FutureWarning
+    )
 
 
 def _drop_mtime_note(record: Any) -> bool:
