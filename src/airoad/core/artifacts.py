@@ -18,16 +18,12 @@ from airoad.core.outputs import record
 from airoad.core.rundir import ADAPTER_STAGING, global_batch, world, write_run_config
 
 
-def library_versions() -> dict[str, str]:
-    import importlib.metadata as md
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Python's and the libraries' versions (plus ``extra`` distributions) for run records."""
+    from airoad.core.devices import package_versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("airoad", "torch", "transformers", "peft", "trl", "accelerate", "datasets"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    names = ("airoad", "torch", "transformers", "peft", "trl", "accelerate", "datasets", *extra)
+    return {"python": platform.python_version(), **package_versions(names)}
 
 
 def time_metrics(

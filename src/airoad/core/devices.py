@@ -95,16 +95,22 @@ def check_liger(device: str) -> None:
     require_cuda_package("liger", "a CUDA GPU (Triton kernels)", device, "liger_kernel", "liger-kernel")
 
 
-def describe() -> dict[str, object]:
-    """What `airoad env` prints: versions, devices, and the device/dtype a run would use."""
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """{distribution: installed version or "not installed"} for each name, in order."""
     import importlib.metadata as md
 
-    versions = {}
-    for pkg in ("airoad", "torch", "transformers", "peft", "trl", "datasets", "accelerate"):
+    out = {}
+    for pkg in names:
         try:
-            versions[pkg] = md.version(pkg)
+            out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
-            versions[pkg] = "not installed"
+            out[pkg] = "not installed"
+    return out
+
+
+def describe() -> dict[str, object]:
+    """What `airoad env` prints: versions, devices, and the device/dtype a run would use."""
+    versions = package_versions(("airoad", "torch", "transformers", "peft", "trl", "datasets", "accelerate"))
     device = pick_device("auto")
     devices = ["cpu"]
     if torch.cuda.is_available():

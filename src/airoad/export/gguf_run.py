@@ -194,7 +194,7 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
             **written,
             "system_prompt": system,
             "check": check,
-            "versions": {**library_versions(), "gguf": gguf_version()},
+            "versions": library_versions(extra=("gguf",)),
         }
         write_outputs(stage, file_name, system, info)
         install_staged(stage, out, Path(tmp))
@@ -220,15 +220,6 @@ def write_outputs(stage: Path, file_name: str, system: str | None, info: dict[st
     write_text(stage / MODELFILE, modelfile(file_name, system))
     write_json(stage / INFO, info)
     record(stage, [file_name, MODELFILE, INFO])
-
-
-def gguf_version() -> str:
-    import importlib.metadata as md
-
-    try:
-        return md.version("gguf")
-    except md.PackageNotFoundError:
-        return "not installed"
 
 
 def main(argv: list[str] | None = None) -> int:
