@@ -20,7 +20,7 @@ from conftest import SHARED, build_tiny_qwen
 
 from airoad.cli import main as cli
 from airoad.core.config import load_config
-from airoad.export import gguf_run
+from airoad.export import common, gguf_run
 from airoad.export.schema import GgufConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -85,7 +85,7 @@ def base_logits(base_dir: Path, tokenizer) -> list[torch.Tensor]:
 
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     with torch.no_grad():
-        return [model(input_ids=x).logits for x in gguf_run.chat_ids(tokenizer, SYSTEM)]
+        return [model(input_ids=x).logits for x in common.chat_ids(tokenizer, SYSTEM)]
 
 
 def export_cfg(run: Path, out: Path, quant: str, *extra: str) -> GgufConfig:
@@ -104,7 +104,7 @@ def tuned_vs_gguf(base_dir: Path, run: Path, out: Path, qwen_tokenizer) -> dict:
         moved = [
             float((tuned(input_ids=x).logits - b).abs().max())
             for x, b in zip(
-                gguf_run.chat_ids(qwen_tokenizer, SYSTEM), base_logits(base_dir, qwen_tokenizer), strict=True
+                common.chat_ids(qwen_tokenizer, SYSTEM), base_logits(base_dir, qwen_tokenizer), strict=True
             )
         ]
     return {**info["check"], "adapter_effect": max(moved), "info": info}

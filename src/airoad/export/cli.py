@@ -2,6 +2,7 @@
 only when it runs.
 
 airoad export gguf --adapters outputs/qwen05b_fast_plain --out exports/fast_plain_gguf --quant q8_0
+airoad export coreml --adapters outputs/qwen05b_fast_plain --out exports/fast_plain_coreml --context 2048,4096
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "gguf": (
         "airoad.export.gguf_run",
         "one GGUF file (f16, bf16, q8_0) + Ollama Modelfile, read back and checked against the tune",
+    ),
+    "coreml": (
+        "airoad.export.coreml_run",
+        "one stateful Core ML package (a function per context length), trace checked, spec read back",
     ),
 }
 

@@ -28,53 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
+from airoad.export.common import INFO, CheckFailed, chat_ids, check_inputs, system_line
 from airoad.export.schema import GgufConfig
 
-INFO = "export_info.json"
 MODELFILE = "Modelfile"
-CHECK_CHATS = [
-    [
-        {"role": "user", "content": "Name three primary colours."},
-        {"role": "assistant", "content": "Red, yellow and blue."},
-    ],
-    [
-        {"role": "user", "content": "What is 12 times 7?"},
-        {"role": "assistant", "content": "12 x 7 = 84."},
-        {"role": "user", "content": "And divided by 4?"},
-        {"role": "assistant", "content": "84 / 4 = 21."},
-    ],
-    [
-        {"role": "user", "content": "Write one sentence about the sea, in Markdown with a heading."},
-        {"role": "assistant", "content": "# The sea\n\nThe sea keeps moving, even when the wind is still."},
-    ],
-]
-
-
-class CheckFailed(Exception):
-    """The written GGUF does not reproduce the tuned model (exit 1; nothing kept)."""
-
-
-def check_inputs(cfg: GgufConfig) -> tuple[Any, Path]:
-    """(resolved source, --out path); UserError before anything loads."""
-    from airoad.core.adapter_source import resolve_source
-    from airoad.core.outputs import output_problems
-
-    source = resolve_source(cfg.base, cfg.adapters)
-    out = Path(cfg.out).expanduser()
-    inputs = [("--adapters", source.adapters)]
-    for label, p in (("base", source.base), ("tokenizer", source.tokenizer_from)):
-        if p and Path(p).expanduser().exists():
-            inputs.append((label, Path(p).expanduser()))
-    if problems := output_problems("--out", out, inputs, overwrite=cfg.overwrite, kind="dir"):
-        raise UserError(problems)
-    return source, out
-
-
-def chat_ids(tokenizer: Any, system: str | None) -> list[Any]:
-    """Token ids [1, T] of each check chat rendered with the chat template (``system`` first if set)."""
-    head = [{"role": "system", "content": system}] if system else []
-    rendered = [tokenizer.apply_chat_template(head + c, tokenize=False) for c in CHECK_CHATS]
-    return [tokenizer(t, add_special_tokens=False, return_tensors="pt")["input_ids"] for t in rendered]
 
 
 def compare_logits(tuned: Any, exported: Any, ids: list[Any], device: str) -> dict[str, Any]:
@@ -141,15 +98,6 @@ def verify(
             f"{threshold:g} (max |dlogit| {check['max_abs_dlogit']:.3g}); nothing written"
         )
     return check
-
-
-def system_line(cfg: GgufConfig, source: Any, tokenizer: Any) -> str | None:
-    """The Modelfile's SYSTEM: --system_prompt, else the run's, else the chat template's default turn."""
-    from airoad.export.ollama import template_default_system
-
-    if cfg.system_prompt is not None:
-        return cfg.system_prompt or None
-    return source.system_prompt or template_default_system(tokenizer)
 
 
 def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:

@@ -76,3 +76,79 @@ def quant_problems(quant: str) -> list[str]:
     hint = closest(q, list(QUANTS))
     fix = f"did you mean {hint}?" if hint else f"choose one of {', '.join(QUANTS)}"
     return [f"--quant {quant}: unknown weight type; {fix}"]
+
+
+COREML_QUANTS = ("fp16", "int8", "int4")
+MIN_CONTEXT = 16
+
+
+@dataclass
+class CoremlConfig:
+    adapters: str | None = opt(
+        None,
+        "A run's output_dir or any PEFT adapter dir (LoRA or DoRA): merged into its base in memory. "
+        "Omit it to export a merged checkpoint given as --base.",
+    )
+    base: str | None = opt(
+        None,
+        "Base model (hub id or local dir). With --adapters optional: read from the run's run_config.yaml "
+        "(base_model), else adapter_config.json. Alone: the (merged) checkpoint to export.",
+    )
+    out: str | None = opt(
+        None, "Directory to write (NAME.mlpackage, tokenizer/, export_info.json). Required."
+    )
+    context: list[str] = opt(
+        ["2048", "4096"],
+        "Context lengths (tokens: prompt + answer), comma- or space-separated: one function of the "
+        "package each (ctx_2048, ...), the weights stored once; each allocates only its own KV cache.",
+        metavar="N[,N]",
+    )
+    quant: str = opt(
+        "fp16",
+        "Weights: fp16, int8 (per-channel linear) or int4 (per-block of 32, linear; iOS 18 / macOS 15), "
+        "through coremltools.optimize. Compute is fp16 either way.",
+        choices=COREML_QUANTS,
+    )
+    name: str = opt("model", "Package name: writes NAME.mlpackage.")
+    overwrite: bool = opt(False, "Replace a non-empty --out that airoad wrote (swapped out whole).")
+    system_prompt: str | None = opt(
+        None,
+        "System prompt in the package's prompt wrapper; default: the run's system_prompt; \"\" = the "
+        "chat template's default.",
+    )
+    min_argmax_agreement: float = opt(
+        0.9,
+        "Refuse to write when the traced model (with its cache) agrees with the tuned model's next-token "
+        "argmax on fewer than this fraction of the checked positions.",
+        min=0,
+        max=1,
+    )
+
+    @property
+    def context_lengths(self) -> list[int]:
+        """--context as sorted unique ints (validate() has checked them)."""
+        return sorted({int(p) for p in _context_parts(self.context)})
+
+    def validate(self) -> list[str]:
+        problems = [] if self.out else ["--out is required; give the directory to write the package into"]
+        if not self.adapters and not self.base:
+            problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
+        if self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name:
+            problems.append(f"--name {self.name!r}: not a file name stem; give e.g. --name my_model")
+        return problems + context_problems(self.context)
+
+
+def _context_parts(values: list[str]) -> list[str]:
+    return [p.strip() for v in values for p in str(v).split(",") if p.strip()]
+
+
+def context_problems(values: list[str]) -> list[str]:
+    """One line per --context entry that is not a whole number of tokens >= MIN_CONTEXT."""
+    parts = _context_parts(values)
+    if not parts:
+        return ["--context: give at least one length, e.g. --context 2048,4096"]
+    bad = [p for p in parts if not p.isdigit() or int(p) < MIN_CONTEXT]
+    return [
+        f"--context {p}: not a context length; give whole numbers of tokens >= {MIN_CONTEXT}, e.g. 2048,4096"
+        for p in bad
+    ]
