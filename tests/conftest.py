@@ -125,3 +125,30 @@ CHAT_ROWS = [
 @pytest.fixture()
 def chat_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS * 3)
+
+
+RUN_SYSTEM = "You are terse."
+ADAPTER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_adapter_run(base_dir: Path, out: Path, dora: bool, seed: int = 1) -> Path:
+    """An airoad-like run dir: a LoRA/DoRA adapter with random non-zero lora_B (so it moves the
+    logits) saved by peft, and a run_config.yaml naming the base and the system prompt."""
+    import torch
+    import yaml
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=ADAPTER_TARGETS, use_dora=dora)
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    (out / "run_config.yaml").write_text(
+        yaml.safe_dump({"base_model": str(base_dir), "system_prompt": RUN_SYSTEM})
+    )
+    return out

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 pytest.importorskip("gguf", reason="the export extra: pip install -e '.[export]'")
-from conftest import SHARED, build_tiny_qwen
+from conftest import RUN_SYSTEM as SYSTEM
+from conftest import SHARED, build_tiny_qwen, make_adapter_run
 
 from airoad.cli import main as cli
 from airoad.core.config import load_config
@@ -26,30 +27,6 @@ from airoad.export.schema import GgufConfig
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 FIXTURE = SHARED / "fixtures" / "llama.cpp-qwen2-vocab" / "ggml-vocab-qwen2.gguf"
-SYSTEM = "You are terse."
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def make_run(base_dir: Path, out: Path, dora: bool, seed: int = 1) -> Path:
-    """An airoad-like run dir: a LoRA/DoRA adapter with random non-zero lora_B (so it moves the
-    logits) saved by peft, and a run_config.yaml naming the base and the system prompt."""
-    import yaml
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, use_dora=dora)
-    peft_model = get_peft_model(model, cfg)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(out, safe_serialization=True)
-    (out / "run_config.yaml").write_text(
-        yaml.safe_dump({"base_model": str(base_dir), "system_prompt": SYSTEM})
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +36,12 @@ def untied_dir(tmp_path_factory, qwen_tokenizer) -> Path:
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_model_dir, tmp_path_factory) -> Path:
-    return make_run(tiny_model_dir, tmp_path_factory.mktemp("lora") / "run", dora=False)
+    return make_adapter_run(tiny_model_dir, tmp_path_factory.mktemp("lora") / "run", dora=False)
 
 
 @pytest.fixture(scope="module")
 def dora_run(untied_dir, tmp_path_factory) -> Path:
-    return make_run(untied_dir, tmp_path_factory.mktemp("dora") / "run", dora=True)
+    return make_adapter_run(untied_dir, tmp_path_factory.mktemp("dora") / "run", dora=True)
 
 
 @pytest.fixture(scope="module")
