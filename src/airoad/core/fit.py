@@ -79,18 +79,15 @@ def check_trackers(report_to: str) -> None:
 def quiet_libraries() -> None:
     """Our live line is the progress report: silence weight-loading bars and known-harmless deprecations."""
     import logging
-    import warnings
 
     from transformers.utils import logging as hf_logging
+
+    from airoad.core.loading import quiet_renames
 
     hf_logging.disable_progress_bar()
     # Checkpoint rotation falls back to step order when mtimes are close (always, for fast runs).
     logging.getLogger("transformers.trainer_utils").addFilter(_drop_mtime_note)  # once: same object
-    # transformers 5 renames gradient checkpointing to activation checkpointing; PEFT and the HF
-    # Trainer still call the old names (harmless until v6)
-    warnings.filterwarnings(
-        "ignore", message=r".*(is_)?gradient_checkpointing(_enable)?.*deprecated", category=FutureWarning
-    )
+    quiet_renames()
 
 
 def _drop_mtime_note(record: Any) -> bool:

@@ -180,3 +180,13 @@ def quantization_kwargs(dtype: Any) -> dict[str, Any]:
         bnb_4bit_compute_dtype=dtype,
     )
     return {"quantization_config": bnb, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+
+
+def quiet_renames() -> None:
+    """transformers 5 renames gradient checkpointing to activation checkpointing; PEFT, the HF
+    Trainer and transformers' own loading still call the old names (harmless until v6)."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r".*(is_)?gradient_checkpointing(_enable)?.*deprecated", category=FutureWarning
+    )

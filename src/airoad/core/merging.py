@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from airoad.core.adapter_source import Source
-from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer
+from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer, quiet_renames
 
 
 def attach_adapters(model: Any, source: Source) -> Any:
@@ -56,6 +56,7 @@ def load_merged(source: Source, device: str = "cpu", trust_remote_code: bool = F
 
     from airoad.core.model_source import resolve_model
 
+    quiet_renames()  # loading a model calls transformers' renamed checkpointing API
     base = resolve_model(source.base, key="base")  # an unreachable hub: one line, now
     tok_from = base if source.tokenizer_from == source.base else source.tokenizer_from
     tokenizer = load_tokenizer(tok_from, trust_remote_code, key="base")
