@@ -303,3 +303,28 @@ def test_export_without_a_target_lists_gguf(capsys):
     assert "gguf" in capsys.readouterr().out
     assert cli(["export", "ggu"]) == 2
     assert "did you mean `airoad export gguf`" in capsys.readouterr().err
+
+
+def test_llama_cpp_generates_what_transformers_generates_from_the_gguf(lora_run, tmp_path):
+    """llama.cpp itself (llama-cpp-python) reads the f16 GGUF, tokenises the chat prompts as
+    transformers does and generates the same 32 greedy tokens on each check chat."""
+    pytest.importorskip("llama_cpp", reason="pip install llama-cpp-python (builds llama.cpp)")
+    out = tmp_path / "lc"
+    lines: list[str] = []
+    gguf_run.export(export_cfg(lora_run, out, "f16"), printer=lines.append)
+    gen = json.loads((out / "export_info.json").read_text())["llama_cpp_generation"]
+    assert gen["tokenizer_equal"] is True and gen["prompts"] == 3
+    assert gen["identical"] == 3, gen["rows"]
+    assert all(r["hf_tokens"] >= 8 for r in gen["rows"])  # a real continuation, not an instant stop
+    assert any(line.startswith("llama.cpp (llama-cpp-python") for line in lines)
+
+
+def test_without_llama_cpp_the_generation_check_says_how_to_get_it(lora_run, tmp_path, monkeypatch):
+    from airoad.export import llama_cpp_check
+
+    monkeypatch.setattr(llama_cpp_check, "available", lambda: False)
+    out = tmp_path / "nolc"
+    lines: list[str] = []
+    gguf_run.export(export_cfg(lora_run, out, "f16"), printer=lines.append)
+    assert "llama.cpp generation check skipped: pip install llama-cpp-python to run it" in lines
+    assert json.loads((out / "export_info.json").read_text())["llama_cpp_generation"] is None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
-from airoad.export.common import INFO, CheckFailed, chat_ids, check_inputs, system_line
+from airoad.export.common import CHECK_CHATS, INFO, CheckFailed, chat_ids, check_inputs, system_line
 from airoad.export.schema import GgufConfig
 
 MODELFILE = "Modelfile"
@@ -132,6 +132,7 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
         printer(f"wrote {file_name}: {size / 2**20:.1f} MiB, tensors {written['tensor_types']}")
         check = verify(model, tokenizer, stage / file_name, system, cfg.min_argmax_agreement)
         printer(check_line(check))
+        generation = llama_cpp_generation(model, tokenizer, stage / file_name, system, printer)
         info = {
             "base": source.base,
             "adapters": str(source.adapters) if source.adapters else None,
@@ -142,6 +143,7 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
             **written,
             "system_prompt": system,
             "check": check,
+            "llama_cpp_generation": generation,
             "versions": library_versions(extra=("gguf",)),
         }
         write_outputs(stage, file_name, system, info)
@@ -149,6 +151,27 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
     printer(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     printer(f"run it: ollama create my-tune -f {out / MODELFILE}   or   llama-cli -m {out / file_name}")
     return out
+
+
+def llama_cpp_generation(
+    model: Any, tokenizer: Any, gguf_path: Path, system: str | None, printer: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """Greedy generation through llama.cpp vs transformers on the check chats' first user turns
+    (:mod:`airoad.export.llama_cpp_check`); None, with a line saying how to get it, without
+    llama-cpp-python."""
+    from airoad.export import llama_cpp_check
+
+    if not llama_cpp_check.available():
+        printer("llama.cpp generation check skipped: pip install llama-cpp-python to run it")
+        return None
+    head = [{"role": "system", "content": system}] if system else []
+    prompts = [
+        tokenizer.apply_chat_template(head + chat[:1], tokenize=False, add_generation_prompt=True)
+        for chat in CHECK_CHATS
+    ]
+    result = llama_cpp_check.compare(gguf_path, model, tokenizer, prompts)
+    printer(llama_cpp_check.line(result))
+    return result
 
 
 def check_line(check: dict[str, Any]) -> str:
