@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pref": ("airoad.pref.run", "preference-train an adapter (DPO, ORPO, KTO) from a YAML config"),
     "env": ("airoad.env_cmd", "print library versions, devices and the device/dtype a run would use"),
     "data": ("airoad.data_tools.cli", "data tools: stats, markdown-slice, neg-guard, mix, pairs"),
-    "export": ("airoad.export.cli", "export a tune: gguf (llama.cpp/Ollama)"),
+    "export": ("airoad.export.cli", "export a tune: gguf (llama.cpp/Ollama), coreml (iOS 18 / macOS 15)"),
     "merge": ("airoad.infer.merge", "merge an adapter into its base: a plain HF checkpoint"),
     "compare": ("airoad.infer.compare", "side-by-side answers of base and tuned model"),
     "eval": (
