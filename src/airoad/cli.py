@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "airoad.infer.style_eval",
         "style scores (lists, headings, banned tokens, drift) of base vs tuned",
     ),
+    "probe": (
+        "airoad.probe.run",
+        "train, then compare + style eval (base vs tuned, drift); one probe_report.md to decide from",
+    ),
 }
 
 
