@@ -85,6 +85,16 @@ def bundled_pairs() -> list[tuple[str, str]]:
     return [(r["messages"][-2]["content"], r["messages"][-1]["content"]) for r in rows]
 
 
+def assert_rewrite_keeps(answer: str, text: str) -> None:
+    """Every sentence of ``answer`` is in ``text``; nothing is added but the heading and list markers."""
+    flat = " ".join(text.split())
+    for sentence in naive_sentences(answer):
+        assert sentence in flat, (sentence, text)
+    body = re.sub(r"(?m)^(?:- |\d+\. )", "", text.split("\n\n", 1)[1])
+    assert body.split() == answer.split()
+    assert has_heading(text) and has_list(text) and text.startswith("## ")
+
+
 def test_rewrite_keeps_every_sentence_of_the_bundled_answers():
     kinds = Counter()
     for question, answer in bundled_pairs():
@@ -93,16 +103,17 @@ def test_rewrite_keeps_every_sentence_of_the_bundled_answers():
         if kind != "rewritten":
             assert text == answer
             continue
-        flat = " ".join(text.split())
-        for sentence in naive_sentences(answer):
-            assert sentence in flat, (sentence, text)
-        # nothing added but the heading and the list markers
-        body = re.sub(r"(?m)^(?:- |\d+\. )", "", text.split("\n\n", 1)[1])
-        assert body.split() == answer.split()
-        assert has_heading(text) and has_list(text) and text.startswith("## ")
-    assert (
-        kinds["rewritten"] >= 30 and kinds["structured"] >= 30 and kinds["code"] >= 5 and kinds["kept"] >= 5
-    )
+        assert_rewrite_keeps(answer, text)
+        head = text.splitlines()[0]
+        assert not head.endswith("…") and len(head.split()) <= 17, head  # "## " + 16 words
+        bullets = [line for line in text.splitlines() if line.startswith("- ")]
+        for line in bullets:
+            # no bullet is a fragment: a sentence leaning on the one before stays with it (unless
+            # that would leave a one-item list)
+            assert len(bullets) <= 2 or not re.match(r"- (?:But|So|That's why)\b", line), text
+            assert not re.fullmatch(r"- St\.", line), text  # "St. Peter's" is one sentence
+    assert kinds["rewritten"] >= 30 and kinds["structured"] >= 30 and kinds["code"] >= 5, kinds
+    assert kinds["verse_or_table"] + kinds["requested_text"] + kinds["too_short"] >= 5, kinds
 
 
 def test_rewrite_layout_lead_bullets_and_closing():
@@ -113,7 +124,7 @@ def test_rewrite_layout_lead_bullets_and_closing():
     kind, text = restructure("Why do we see lightning before we hear thunder?", answer)
     assert kind == "rewritten"
     assert text == (
-        "## Why do we see lightning before we hear thunder?\n\n"
+        "## Why we see lightning before we hear thunder\n\n"
         "Because light is faster than sound.\n\n"
         "- Light arrives almost at once.\n"
         "- Sound travels about 343 m/s.\n\n"
@@ -142,7 +153,7 @@ def test_rewrite_splits_inline_numbered_steps():
     kind, text = restructure("My wifi keeps dropping. What should I do?", answer)
     assert kind == "rewritten"
     assert text == (
-        "## What should you do?\n\n"
+        "## If your wifi keeps dropping\n\n"
         "Reset the router in three steps:\n\n"
         "1. unplug it\n2. wait ten seconds\n3. plug it back in."
     )
@@ -154,8 +165,9 @@ def test_rewrite_splits_inline_numbered_steps():
         ("Options:\n\n- a list item\n- another item", "structured"),
         ("## Title\n\nSome text. More text. Even more.", "structured"),
         ("Use this:\n\n```python\nprint('hi')\n```\n\nIt prints. It ends. Done.", "code"),
-        ("Roses are red,\nviolets are blue.", "kept"),
-        ("Paris. It is the capital.", "kept"),  # two sentences: too short for a lead and a list
+        ("Roses are red,\nviolets are blue.", "verse_or_table"),
+        ("| a | b |\n| 1 | 2 |", "verse_or_table"),
+        ("Paris. It is the capital.", "too_short"),  # two sentences: too short for a lead and a list
     ],
 )
 def test_rewrite_leaves_structured_code_verse_and_short_answers_alone(answer, kind):
@@ -164,16 +176,42 @@ def test_rewrite_leaves_structured_code_verse_and_short_answers_alone(answer, ki
 
 def test_rewrite_keeps_requested_text_as_is():
     story = "The lamp had turned for ninety years. Then it stopped. Elin climbed the stairs."
-    assert restructure("Write a three-sentence story about a lighthouse.", story) == ("kept", story)
+    assert restructure("Write a three-sentence story about a lighthouse.", story) == ("requested_text", story)
+
+
+def test_rewrite_bullets_are_not_fragments():
+    answer = (
+        "The Silk Road was a network of trade routes. It wasn't a single road. Merchants traded along "
+        "segments. Prices rose at every stop. But goods still moved. Ideas traveled too."
+    )
+    kind, text = restructure("What was the Silk Road?", answer)
+    assert kind == "rewritten"
+    assert text == (
+        "## The Silk Road\n\n"
+        "The Silk Road was a network of trade routes.\n\n"
+        "- It wasn't a single road. Merchants traded along segments.\n"  # a topic sentence leads its bullet
+        "- Prices rose at every stop. But goods still moved.\n"  # "But ..." stays with what it answers
+        "- Ideas traveled too."
+    )
+    assert_rewrite_keeps(answer, text)
+
+
+def test_rewrite_joins_bullets_only_while_two_remain():
+    answer = "Yes. It rains a lot there. So pack a coat."
+    kind, text = restructure("Is it wet in Bergen?", answer)
+    assert kind == "rewritten" and text.endswith("\n\n- It rains a lot there.\n- So pack a coat.")
 
 
 def test_sentence_split_ignores_abbreviations_decimals_and_code():
-    text = "Use a formatter, e.g. Black. Divide by 3.6. Then run `a. B` once! Done, J. Smith said."
+    text = (
+        "Use a formatter, e.g. Black. Divide by 3.6. Then run `a. B` once! Done, J. Smith said. See St. Paul."
+    )
     assert split_sentences(text) == [
         "Use a formatter, e.g. Black.",
         "Divide by 3.6.",
         "Then run `a. B` once!",
         "Done, J. Smith said.",
+        "See St. Paul.",
     ]
 
 
@@ -188,9 +226,37 @@ def test_sentence_split_ignores_abbreviations_decimals_and_code():
             "What's the difference between WHERE and HAVING in SQL?",
             "The difference between WHERE and HAVING in SQL",
         ),
+        ("What is photosynthesis?", "Photosynthesis"),  # the thing asked about is the title
+        ("Who was Ada Lovelace?", "Ada Lovelace"),
+        ("What was the Magna Carta?", "The Magna Carta"),
+        ("What is wrong with my code?", "What is wrong with your code?"),  # no topic to lift out
+        ("What's that in US miles per gallon?", "What's that in US miles per gallon?"),
+        ("Why do we see lightning before we hear thunder?", "Why we see lightning before we hear thunder"),
         ("Why is the sky blue?", "Why is the sky blue?"),
         ("What started World War I?", "What started World War I?"),
-        ("The stopper won't come out. What now?", "The stopper won't come out"),
+        # a follow-up that needs the sentence before it: that sentence is the situation
+        ("The stopper won't come out. What now?", "If the stopper won't come out"),
+        ("I take home $3,200 a month. What does that look like?", "If you take home $3,200 a month"),
+        ("Mine are always hard to peel. Any fix?", "If yours are always hard to peel"),
+        # ... unless that sentence leans on earlier turns itself
+        (
+            "I've done that and they keep coming back. Where are they coming from?",
+            "Where are they coming from?",
+        ),
+        # a second question joined on stays a question rather than a garbled title
+        (
+            "What's the difference between caulk and grout, and when do I use each?",
+            "What's the difference between caulk and grout, and when do you use each?",
+        ),
+        # too long: cut before a clause, still a question; no clause to cut at: an ellipsis
+        (
+            "Why does a metal spoon feel colder than a wooden one when they're at the same temperature?",
+            "Why does a metal spoon feel colder than a wooden one?",
+        ),
+        (
+            "Is the thing with the long name from the old shop near the big red bridge still open today?",
+            "Is the thing with the long name from the old shop near the big…",
+        ),
         ("So should I pay off debt first?", "Should you pay off debt first?"),
         ("Why?", "Answer"),
     ],
@@ -202,58 +268,106 @@ def test_heading_from_question(question, expected):
 # --- markdown slice: the tool ------------------------------------------------------------------
 
 
-def test_slice_limit_determinism_and_valid_chatml(tmp_path, capsys):
+def rewritable_lines(path: Path) -> list[int]:
+    """Line numbers of the rows whose final answer the rewrite changes (computed row by row)."""
+    rows = read_rows(path)
+    return [
+        n
+        for n, r in rows
+        if restructure(r["messages"][-2]["content"], r["messages"][-1]["content"])[0] == "rewritten"
+    ]
+
+
+def slice_of(capsys, src: Path, out: Path, *extra: str) -> tuple[list[dict], str]:
+    rc, printed, err = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(out), *extra)
+    assert rc == 0, err
+    return lines_of(out), printed
+
+
+def test_slice_picks_only_rewritable_rows_seeded_in_file_order(tmp_path, capsys):
     src = BUNDLED[0]
-    outs, printed = {}, {}
+    candidates = rewritable_lines(src)
+    assert len(candidates) > 25  # more than the limit: the seed decides which
+    originals = dict(read_rows(src))
+    by_turns = {json.dumps(r["messages"][:-1]): n for n, r in originals.items()}  # all but the answer
+    assert len(by_turns) == len(originals)
+    picks, printed = {}, {}
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        outs[name] = tmp_path / f"{name}.jsonl"
-        argv = ["--infile", str(src), "--out", str(outs[name]), "--limit", "25", "--seed", seed]
-        rc, printed[name], _ = run(capsys, "markdown-slice", *argv)
-        assert rc == 0 and "picked 25 of 161" in printed[name]
-    assert outs["a"].read_bytes() == outs["b"].read_bytes()
-    assert outs["a"].read_bytes() != outs["c"].read_bytes()
-    rows = read_rows(outs["a"])  # the training validator accepts the output
-    assert len(rows) == 25 and all(set(r) == {"messages"} for _, r in rows)
-    originals = {r["messages"][0]["content"]: r for _, r in read_rows(src)}
-    rewritten = 0
-    for _, row in rows:
-        before = originals[row["messages"][0]["content"]]["messages"]
-        assert row["messages"][:-1] == before[:-1]  # only the final answer may change
-        if row["messages"][-1]["content"] != before[-1]["content"]:
-            rewritten += 1
-            for sentence in naive_sentences(before[-1]["content"]):
-                assert sentence in " ".join(row["messages"][-1]["content"].split())
-    assert rewritten > 0 and f"rewritten into Markdown:  {rewritten}\n" in printed["a"]
+        rows, printed[name] = slice_of(
+            capsys, src, tmp_path / f"{name}.jsonl", "--limit", "25", "--seed", seed
+        )
+        assert len(rows) == 25 and all(set(r) == {"messages"} for r in rows)
+        picks[name] = [by_turns[json.dumps(r["messages"][:-1])] for r in rows]
+        assert picks[name] == sorted(picks[name]) and set(picks[name]) <= set(candidates)  # file order
+        for row, n in zip(rows, picks[name], strict=True):
+            before = originals[n]["messages"]
+            assert row["messages"][:-1] == before[:-1]  # only the final answer changes
+            assert_rewrite_keeps(before[-1]["content"], row["messages"][-1]["content"])
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert picks["a"] != picks["c"]
+    assert f"{len(candidates)} of {len(originals)} conversations" in printed["a"]
+    assert f"picked 25 of the {len(candidates)} rewritable (--limit 25, seed 1)" in printed["a"]
+    skipped = [int(n) for n in re.findall(r"(?m)^  skipped +(\d+)  ", printed["a"])]
+    assert len(skipped) == 5 and sum(skipped) + len(candidates) == len(originals)  # counts add up
+    assert len(read_rows(tmp_path / "a.jsonl")) == 25  # the training validator accepts the output
 
 
-def test_slice_counts_each_kind_and_wraps_alpaca(tmp_path, capsys):
+def test_slice_limit_above_the_rewritable_takes_them_all_and_says_so(tmp_path, capsys):
+    src = BUNDLED[0]
+    n = len(rewritable_lines(src))
+    assert n < 60  # the bundled set: fewer rewritable answers than the documented --limit 60
+    rows, printed = slice_of(capsys, src, tmp_path / "md.jsonl", "--limit", "60", "--seed", "42")
+    assert len(rows) == n
+    assert f"picked all {n} rewritable: --limit 60 asked for more than the file has" in printed
+    rows0, printed0 = slice_of(capsys, src, tmp_path / "md0.jsonl", "--limit", "0")
+    assert rows0 == rows and f"picked all {n} rewritable\n" in printed0
+    assert all(
+        has_heading(r["messages"][-1]["content"]) and has_list(r["messages"][-1]["content"]) for r in rows
+    )
+
+
+def test_slice_counts_each_skip_reason_and_wraps_alpaca(tmp_path, capsys):
     plain = "Rest the meat. The juices settle. It also finishes cooking. Slice it after five minutes."
     rows = [
         chat("Why rest meat?", plain),
         chat("List two fruits.", "- apple\n- pear"),
         chat("Show code.", "```python\nx = 1\n```"),
         chat("Write a haiku.", "Line one here,\nline two here,\nline three."),
+        chat("Write a story.", "Once a cat sat. It slept. Then it woke."),
         {"instruction": "Capital of France?", "input": "", "output": "Paris. It is on the Seine."},
+        {"instruction": "Why boil eggs in hot water?", "input": "", "output": plain},
     ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out.jsonl"
-    rc, text, _ = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(out), "--limit", "0")
-    assert rc == 0
-    for needle in (
-        "picked 5 of 5",
-        "rewritten into Markdown:  1",
-        "skipped as structured:    1",
-        "skipped as code:          1",
-        "kept as is:               2",
+    got, text = slice_of(capsys, src, tmp_path / "out.jsonl", "--limit", "0")
+    assert "2 of 7 conversations" in text
+    for count, reason in (
+        (1, "already structured"),
+        (1, "code"),
+        (1, "verse or table"),
+        (1, "requested text"),
+        (1, "too short"),
     ):
-        assert needle in text
-    got = lines_of(out)
+        assert re.search(rf"(?m)^  skipped +{count}  {reason}", text), (reason, text)
+    assert len(got) == 2  # only rewritten rows are written
     assert got[0]["messages"][-1]["content"].startswith(
         "## Why rest meat?\n\nRest the meat.\n\n- The juices settle."
     )
-    for i in (1, 2, 3):
-        assert got[i] == rows[i]
-    assert got[4] == chat("Capital of France?", "Paris. It is on the Seine.")
+    assert got[1]["messages"][0] == {
+        "role": "user",
+        "content": "Why boil eggs in hot water?",
+    }  # Alpaca wrapped
+    assert got[1]["messages"][-1]["content"].startswith("## Why boil eggs in hot water?\n\n")
+
+
+def test_slice_with_nothing_to_rewrite_is_one_error_line(tmp_path, capsys):
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [chat("List two fruits.", "- apple\n- pear"), chat("Hi?", "Hello.")]
+    )
+    out = tmp_path / "out.jsonl"
+    rc, _, err = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(out))
+    assert rc == 2 and not out.exists() and "Traceback" not in err
+    assert err.count("\n") == 1 and "no final answer can be rewritten" in err
+    assert "1 already structured, 1 too short" in err
 
 
 def test_slice_refuses_existing_out_and_bad_rows(tmp_path, capsys):

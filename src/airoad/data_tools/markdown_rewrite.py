@@ -10,11 +10,16 @@
 
     <closing: a last one-sentence paragraph, when the list keeps two items without it>
 
+A bullet never stands alone as a fragment: a sentence that opens with a connective ("But", "So",
+"That's why") stays in the bullet before it, and a short topic sentence ("Ideas traveled too.")
+shares a bullet with the sentence it introduces.
+
 Contract: every sentence of the answer appears verbatim in the result, in order, and nothing else
 is added but the heading and the list markers. The one exception is inline numbered steps
 ("1) unplug it, 2) wait" or "Step 1: ..."): their markers become the list numbering and the
-separators between them (", and") are dropped. Answers that are code, already structured, a
-single sentence or two, or laid out in lines (verse, tables) are returned unchanged.
+separators between them (", and") are dropped. Answers that are code, already structured, laid out
+in lines (verse, tables), the text the user asked for, or under three sentences are returned
+unchanged, with the kind saying why.
 """
 
 from __future__ import annotations
@@ -25,14 +30,16 @@ from itertools import pairwise
 
 from airoad.core.text_checks import has_heading, has_list, is_code
 
-REWRITTEN, STRUCTURED, CODE, KEPT = "rewritten", "structured", "code", "kept"
+# restructure's kinds: REWRITTEN, or why the answer is returned unchanged.
+REWRITTEN, STRUCTURED, CODE = "rewritten", "structured", "code"
+LAYOUT, REQUESTED, SHORT = "verse_or_table", "requested_text", "too_short"
 
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
 # Punctuation that can end a sentence, closing quotes/brackets, then the whitespace before the next one.
 _END = re.compile(r"[.!?]+[\"'”’)\]]*\s+")
 _OPENERS = "\"'“‘([`*$£€"
 # Words after which a full stop does not end the sentence ("e.g. Python", "Dr. Smith").
-_ABBREV = {"e.g", "i.e", "vs", "cf", "mr", "mrs", "ms", "dr", "approx", "fig", "jr", "sr"}
+_ABBREV = {"e.g", "i.e", "vs", "cf", "mr", "mrs", "ms", "dr", "st", "mt", "approx", "fig", "jr", "sr"}
 # A sentence that announces a step of a sequence.
 _SEQ_WORD = re.compile(
     r"^(?:First(?:ly)?|Second(?:ly)?|Third(?:ly)?|Then|Next|After that|Afterwards|Finally|Lastly)\b"
@@ -123,14 +130,43 @@ def asks_for_text(question: str) -> bool:
 
 
 def classify(question: str, answer: str) -> str:
-    """CODE, STRUCTURED, KEPT (verse, tables, requested text) or REWRITTEN (prose to restructure)."""
+    """CODE, STRUCTURED, LAYOUT (lines: verse, tables), REQUESTED (the text asked for) or REWRITTEN
+    (prose to restructure; :func:`restructure` may still find it SHORT)."""
     if is_code(answer):
         return CODE
     if has_list(answer) or has_heading(answer):
         return STRUCTURED
-    if any("\n" in p.strip() for p in re.split(r"\n\s*\n", answer.strip())) or asks_for_text(question):
-        return KEPT
-    return REWRITTEN
+    if any("\n" in p.strip() for p in re.split(r"\n\s*\n", answer.strip())):
+        return LAYOUT
+    return REQUESTED if asks_for_text(question) else REWRITTEN
+
+
+# A sentence that leans on the one before it; alone in a bullet it reads as a fragment.
+_LEANS_BACK = re.compile(r"^(?:But|So|Yet|And|Otherwise|(?:That|This|Which)(?:['’]s| is) why)\b")
+TOPIC_WORDS = 5  # a sentence this short, without figures, introduces the next ("Ideas traveled too.")
+
+
+def _is_topic(item: list[Unit]) -> bool:
+    text = item[0].text
+    return (
+        len(item) == 1
+        and len(text.split()) <= TOPIC_WORDS
+        and text.endswith(".")
+        and not re.search(r"\d", text)
+    )
+
+
+def _bullet_items(units: list[Unit]) -> list[list[Unit]]:
+    """One bullet per sentence, except that a sentence leaning back ("But ...") joins the bullet
+    before it and a short topic sentence shares a bullet with the next sentence (same paragraph
+    only). One bullet per sentence when joining would leave fewer than two bullets."""
+    items: list[list[Unit]] = []
+    for u in units:
+        if items and items[-1][-1].para == u.para and (_LEANS_BACK.match(u.text) or _is_topic(items[-1])):
+            items[-1].append(u)
+        else:
+            items.append([u])
+    return items if len(items) >= 2 else [[u] for u in units]
 
 
 def _layout(units: list[Unit]) -> tuple[list[Unit], list[list[Unit]], list[Unit], bool] | None:
@@ -153,8 +189,7 @@ def _layout(units: list[Unit]) -> tuple[list[Unit], list[list[Unit]], list[Unit]
     closing = [u for u in rest if u.para == rest[-1].para]
     if len(closing) != 1 or closing[0].para == lead[0].para or len(rest) - 1 < 2:
         closing = []
-    items = [[u] for u in rest[: len(rest) - len(closing)]]
-    return lead, items, closing, False
+    return lead, _bullet_items(rest[: len(rest) - len(closing)]), closing, False
 
 
 def _join(units: list[Unit]) -> str:
@@ -166,7 +201,8 @@ def _join(units: list[Unit]) -> str:
 
 
 def restructure(question: str, answer: str) -> tuple[str, str]:
-    """(kind, text): the Markdown rewrite of ``answer`` (kind REWRITTEN) or the answer unchanged."""
+    """(kind, text): the Markdown rewrite of ``answer`` (kind REWRITTEN), or the answer unchanged
+    with the reason as its kind (CODE, STRUCTURED, LAYOUT, REQUESTED, SHORT)."""
     kind = classify(question, answer)
     if kind != REWRITTEN:
         return kind, answer
@@ -174,7 +210,7 @@ def restructure(question: str, answer: str) -> tuple[str, str]:
     units = [u for i, p in enumerate(paras) for u in paragraph_units(p, i)]
     layout = _layout(units)
     if layout is None:
-        return KEPT, answer
+        return SHORT, answer
     lead, items, closing, numbered = layout
     blocks = [f"## {heading(question)}"]
     if lead:
@@ -220,10 +256,38 @@ _WHAT = re.compile(
     r"right|safest) way)\b.+)$",
     re.I,
 )
-MAX_HEADING_WORDS = 16
-_ASKS = re.compile(
-    r"^(?:what|why|how|when|where|who|which|is|are|do|does|did|can|could|should|would|will)\b", re.I
+# "What is photosynthesis?" / "Who was Ada Lovelace?": the thing asked about is the title.
+_DEFINE = re.compile(r"^(?:What|Who)(?:['’]s| is| are| was| were) ([^,;]+)$")
+# Words that cannot open such a title: pronouns need the conversation, the rest ask about a state.
+_NOT_A_TOPIC = {
+    "it", "its", "that", "this", "they", "them", "their", "these", "those", "you", "your", "yours",
+    "we", "our", "he", "she", "his", "her", "there", "wrong", "right", "up", "happening", "going",
+    "new", "next", "better", "worse", "best", "worst", "more", "less", "in", "on", "at", "for",
+    "with", "to", "like", "so", "not",
+}  # fmt: skip
+# "Why do we see ...?" -> "Why we see ...": dropping a plural "do" leaves a grammatical clause.
+_DO = re.compile(r"^(Why|How|When|Where|What) do ((?!not\b)\w.+)$")
+# A second question joined on ("..., and when do I use each?"): a title would garble it.
+_COMPOUND = re.compile(
+    r"\s(?:and|or)\s+(?:what|why|how|when|where|who|which|is|are|do|does|did|can|could|should|would)\b",
+    re.I,
 )
+MAX_HEADING_WORDS = 16
+# Where a long heading can end: before a comma or a subordinate clause.
+_CLAUSE = re.compile(r",\s|\s(?=(?:when|while|because|if|since|although|unless|so that|and|but)\s)")
+# Words that refer back to the sentence before; a question made of them needs that sentence.
+_REFERS = re.compile(r"\b(?:it|its|that|this|they|them|their|these|those)\b", re.I)
+_VAGUE = {
+    "what", "why", "how", "where", "when", "who", "which", "should", "would", "could", "can", "do",
+    "does", "did", "is", "are", "was", "were", "will", "i", "you", "we", "now", "then", "there",
+    "any", "else", "next", "about", "a", "an", "the", "to", "me", "look", "like", "fix", "ideas",
+    "happens", "happen", "help", "suggestions", "tips", "advice",
+}  # fmt: skip
+# Words lowercased when the situation becomes "If ...": its first word is no longer a sentence start.
+_LOWER_FIRST = {
+    "the", "a", "an", "your", "yours", "you", "my", "our", "we", "he", "she", "his", "her", "some",
+    "every", "all", "each", "one", "two", "three", "adding", "using",
+}  # fmt: skip
 
 
 def _second_person(text: str) -> str:
@@ -234,33 +298,87 @@ def _second_person(text: str) -> str:
     return "".join(parts)
 
 
-def _question_sentence(question: str) -> str:
-    """The sentence that asks: the last one ending in '?', else the first; a 1-2 word one takes its predecessor."""
-    sents = [s for p in re.split(r"\n+", question.strip()) for s in split_sentences(p)]
+def _sentences(question: str) -> list[str]:
+    return [s for p in re.split(r"\n+", question.strip()) for s in split_sentences(p)]
+
+
+def _asking_index(sents: list[str]) -> int:
+    """The sentence that asks: the last one ending in '?', else the first."""
     asks = [i for i, s in enumerate(sents) if s.endswith("?")]
-    i = asks[-1] if asks else 0
-    if len(sents[i].split()) < 3 and i > 0:
-        i -= 1
-    return sents[i] if sents else ""
+    return asks[-1] if asks else 0
 
 
-def heading(question: str) -> str:
-    """A short heading for the answer to ``question`` (deterministic; 'Answer' when nothing fits)."""
-    text = _FILLER.sub("", _question_sentence(question)).strip()
-    asks = text.endswith("?")
-    text = _second_person(text.rstrip(" ?.!:;"))
+def _situation(sents: list[str], i: int) -> str | None:
+    """'If <the sentence before>' when question ``i`` makes sense only after it ("My wifi keeps
+    dropping. What should I do?" -> "If your wifi keeps dropping"); None when it stands alone or
+    the sentence before is itself a question or leans on earlier turns ("I've done that")."""
+    ask = sents[i]
+    words = [w.strip("?.!,;:'\"").lower() for w in ask.split()]
+    leans = len(words) < 3 or bool(_REFERS.search(ask)) or all(w in _VAGUE for w in words)
+    if i == 0 or not leans or sents[i - 1].endswith("?"):
+        return None
+    before = _FILLER.sub("", sents[i - 1]).rstrip(" .!:;")
+    if len(before.split()) < 3 or re.search(r"\b(?:that|this|they|them|these|those)\b|^It\b", before, re.I):
+        return None
+    before = _second_person(re.sub(r"^If\s+", "", before))
+    first = before.split()[0]
+    if first.lower() in _LOWER_FIRST or (first.endswith("ing") and first[1:].islower()):
+        before = first.lower() + before[len(first) :]
+    return "If " + before
+
+
+def _as_title(text: str) -> str | None:
+    """The question recast as a title ("How to ...", "The difference ...", "Photosynthesis",
+    "Why we see ..."), or None when no rule fits and the question stays a question."""
+    if _COMPOUND.search(text):
+        return None
     for pattern, form in ((_HOW, "How to {}"), (_WHAT, "The {}")):
         m = pattern.match(text)
         if m:
-            text, asks = form.format(m.group(1)), False
-            break
-    words = text.split()
-    if len(words) > MAX_HEADING_WORDS:
-        head = text.split(",")[0]
-        if asks and _ASKS.match(head) and 4 <= len(head.split()) <= MAX_HEADING_WORDS:
-            text = head  # the first of several questions: "What is X, and how ...?"
-        else:
-            text, asks = " ".join(words[: MAX_HEADING_WORDS - 2]).rstrip(",;:") + "…", False
-    if len(text.split()) < 2:
+            return form.format(m.group(1))
+    m = _DEFINE.match(text)
+    if m:
+        topic = m.group(1).split()
+        plain = topic[0].lower() in {"the", "a", "an"} or topic[0][0].isupper() or topic[0][0].isdigit()
+        if topic[0].lower() not in _NOT_A_TOPIC and (plain or len(topic) <= 3):
+            return " ".join(topic)
+    m = _DO.match(text)
+    return f"{m.group(1)} {m.group(2)}" if m else None
+
+
+def _shortened(text: str, asks: bool) -> tuple[str, bool]:
+    """At most MAX_HEADING_WORDS: cut before the last comma or subordinate clause that leaves 4 or
+    more words ("Why does a metal spoon feel colder than a wooden one?"), else at the word limit
+    with an ellipsis (no longer a question)."""
+    if len(text.split()) <= MAX_HEADING_WORDS:
+        return text, asks
+    cuts = [
+        m.start() for m in _CLAUSE.finditer(text) if 4 <= len(text[: m.start()].split()) <= MAX_HEADING_WORDS
+    ]
+    if cuts:
+        return text[: cuts[-1]].rstrip(" ,;:"), asks
+    return " ".join(text.split()[: MAX_HEADING_WORDS - 2]).rstrip(",;:") + "…", False
+
+
+def heading(question: str) -> str:
+    """A short heading for the answer to ``question`` (deterministic; 'Answer' when nothing fits):
+    a title made from the question when a rule fits, the situation for a follow-up that needs it,
+    else the asking sentence itself, in the second person."""
+    sents = _sentences(question)
+    if not sents:
         return "Answer"
+    i = _asking_index(sents)
+    text, asks = _situation(sents, i), False
+    if text is None:
+        if len(sents[i].split()) < 3 and i > 0:
+            i -= 1  # "What now?" says nothing; the sentence before does
+        text = _FILLER.sub("", sents[i]).strip()
+        asks = text.endswith("?")
+        text = _second_person(text.rstrip(" ?.!:;"))
+        if len(text.split()) < 2:
+            return "Answer"
+        title = _as_title(text)
+        if title is not None:
+            text, asks = title, False
+    text, asks = _shortened(text, asks)
     return text[0].upper() + text[1:] + ("?" if asks else "")

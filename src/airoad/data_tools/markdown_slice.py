@@ -1,11 +1,22 @@
-"""`airoad data markdown-slice`: a seeded subset whose final answers are rewritten into Markdown.
+"""`airoad data markdown-slice`: conversations whose final answers are rewritten into Markdown.
 
     airoad data markdown-slice --infile data/sft/example_train.jsonl --out data/sft/x_md.jsonl --limit 60 [--seed 42]
 
-Picks up to ``limit`` conversations (a seeded random subset, file order kept, the same pick as
-``ablate_examples`` in training), rewrites each final assistant answer with
-:func:`airoad.data_tools.markdown_rewrite.restructure` and writes every picked conversation as
-ChatML: rewritten ones changed, code, already structured and kept-as-is answers unchanged.
+Contract:
+
+- Every conversation's final assistant answer goes through
+  :func:`airoad.data_tools.markdown_rewrite.restructure`. Those it rewrites (prose of three or more
+  sentences, or inline steps) are the candidates; the others are skipped, counted per reason
+  (already structured, code, verse or table, requested text, too short) and printed.
+- Up to ``limit`` candidates are picked (``limit`` 0 or not below their number: all of them; else a
+  seeded random subset), kept in file order, so the same seed gives a byte-identical file. When
+  fewer candidates exist than ``limit`` asks for, the slice has them all and a line says so; none at
+  all is an error (an empty slice would only dilute a mix).
+- The written slice holds ONLY rewritten conversations: its one purpose is the nudge towards
+  headings and lists. The original prose rows reach training through the mix step
+  (``airoad data mix --inputs x_md.jsonl:3 ... example_train.jsonl:1``), so copying unchanged rows
+  here would only repeat them and water the nudge down (a slice that was mostly unchanged prose once
+  left a tuned model using FEWER lists than its base). Only the final answer changes.
 """
 
 from __future__ import annotations
@@ -13,19 +24,38 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from airoad.core.chat_data import Conversation, DataError, read_rows, seeded_subset, to_conversation
+from airoad.core.chat_data import DataError, read_rows, seeded_subset, to_conversation
 from airoad.core.config import opt, seed_opt
 from airoad.core.errors import UserError
 from airoad.core.io import write_jsonl
 from airoad.data_tools.common import chatml_row, out_problems
-from airoad.data_tools.markdown_rewrite import CODE, KEPT, REWRITTEN, STRUCTURED, restructure
+from airoad.data_tools.markdown_rewrite import (
+    CODE,
+    LAYOUT,
+    REQUESTED,
+    REWRITTEN,
+    SHORT,
+    STRUCTURED,
+    restructure,
+)
+
+# Why an answer is not in the slice, in the order classify tests them (the printed order).
+SKIP_REASONS = {
+    STRUCTURED: "already structured (a list or heading)",
+    CODE: "code",
+    LAYOUT: "verse or table (laid out in lines)",
+    REQUESTED: "requested text (a story, rewrite, translation)",
+    SHORT: "too short (under 3 sentences)",
+}
 
 
 @dataclass
 class SliceConfig:
     infile: str | None = opt(None, "Input JSONL (ChatML and/or Alpaca rows), validated as for training.")
-    out: str | None = opt(None, "Output ChatML JSONL to write.")
-    limit: int = opt(60, "Conversations to pick (seeded random subset, file order kept; 0 = all).", min=0)
+    out: str | None = opt(None, "Output ChatML JSONL to write (rewritten conversations only).")
+    limit: int = opt(
+        60, "Rewritten conversations to pick (seeded random subset, file order kept; 0 = all).", min=0
+    )
     seed: int = seed_opt(42, "Seed for the pick: the same seed gives a byte-identical file.")
     overwrite: bool = opt(False, "Replace --out if it exists.")
 
@@ -34,17 +64,30 @@ class SliceConfig:
         return missing + ([] if self.out else ["--out is required; give the JSONL file to write"])
 
 
-def rewrite_last_answer(conv: Conversation) -> tuple[str, list[dict[str, str]]]:
-    """(kind, messages): the conversation with its final assistant answer restructured (or unchanged)."""
-    msgs = [dict(m) for m in conv.messages]
+@dataclass
+class Slice:
+    """What build_slice found: the rows to write, the skipped counts per reason, the input's size
+    and how many of its conversations could be rewritten (``len(rows) == min(limit, rewritable)``)."""
+
+    rows: list[dict]
+    skipped: Counter
+    total: int
+    rewritable: int
+
+
+def rewrite_last_answer(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
+    """(kind, messages): a copy with the final assistant answer restructured, or unchanged (kind
+    says why); the question is the last user turn."""
+    msgs = [dict(m) for m in messages]
     question = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
     kind, text = restructure(question, msgs[-1]["content"])
     msgs[-1]["content"] = text
     return kind, msgs
 
 
-def build_slice(cfg: SliceConfig) -> tuple[list[dict], Counter, int]:
-    """(rows, counts per kind, rows in the input). Raises UserError for bad --out or input data."""
+def build_slice(cfg: SliceConfig) -> Slice:
+    """The slice of ``cfg`` (see the module contract). Raises UserError for a bad --out, bad input
+    rows or an input with nothing to rewrite."""
     problems = out_problems(cfg.out, [("--infile", cfg.infile)], cfg.overwrite)
     try:
         rows = read_rows(cfg.infile or "")
@@ -52,27 +95,42 @@ def build_slice(cfg: SliceConfig) -> tuple[list[dict], Counter, int]:
         problems += e.problems
     if problems:
         raise UserError(problems)
-    picked = seeded_subset(rows, cfg.limit, cfg.seed)  # the same pick as training's ablate_examples
-    counts: Counter = Counter()
-    out = []
-    for n, row in picked:
-        kind, msgs = rewrite_last_answer(to_conversation(row, f"{cfg.infile}:{n}", None))
-        counts[kind] += 1
-        out.append(chatml_row(msgs))
-    return out, counts, len(rows)
+    skipped: Counter = Counter()
+    candidates = []
+    for n, row in rows:
+        kind, msgs = rewrite_last_answer(to_conversation(row, f"{cfg.infile}:{n}", None).messages)
+        if kind == REWRITTEN:
+            candidates.append(chatml_row(msgs))
+        else:
+            skipped[kind] += 1
+    if not candidates:
+        why = ", ".join(f"{skipped[k]} {SKIP_REASONS[k].split(' (')[0]}" for k in SKIP_REASONS if skipped[k])
+        raise UserError(
+            f"--infile {cfg.infile}: no final answer can be rewritten into Markdown ({why}); "
+            "give a file with prose answers of three or more sentences"
+        )
+    # Seeded over the candidates only, so --limit counts rewritten rows; sorted, so file order stays.
+    picked = seeded_subset(candidates, cfg.limit, cfg.seed)
+    return Slice(picked, skipped, len(rows), len(candidates))
 
 
-def run(cfg: SliceConfig) -> Counter:
-    """Build the slice, write it, print the counts; returns the counts per kind."""
-    rows, counts, total = build_slice(cfg)
-    write_jsonl(cfg.out, rows)
-    print(f"markdown-slice: picked {len(rows)} of {total} conversations from {cfg.infile} (seed {cfg.seed})")
-    print(f"  rewritten into Markdown:  {counts[REWRITTEN]}")
-    print(f"  skipped as structured:    {counts[STRUCTURED]}")
-    print(f"  skipped as code:          {counts[CODE]}")
-    print(f"  kept as is:               {counts[KEPT]} (verse or tables, requested text, under 3 sentences)")
-    print(f"wrote {len(rows)} rows to {cfg.out}")
-    return counts
+def run(cfg: SliceConfig) -> Slice:
+    """Build the slice, write it, print what was picked and what was skipped and why."""
+    s = build_slice(cfg)
+    write_jsonl(cfg.out, s.rows)
+    print(
+        f"markdown-slice: {s.rewritable} of {s.total} conversations in {cfg.infile} can be rewritten into Markdown"
+    )
+    for kind, why in SKIP_REASONS.items():
+        print(f"  skipped {s.skipped[kind]:>4}  {why}")
+    if 0 < cfg.limit < s.rewritable:
+        print(f"picked {len(s.rows)} of the {s.rewritable} rewritable (--limit {cfg.limit}, seed {cfg.seed})")
+    elif cfg.limit > s.rewritable:
+        print(f"picked all {s.rewritable} rewritable: --limit {cfg.limit} asked for more than the file has")
+    else:
+        print(f"picked all {s.rewritable} rewritable")
+    print(f"wrote {len(s.rows)} rewritten conversations to {cfg.out}")
+    return s
 
 
 def main(argv: list[str]) -> int:
