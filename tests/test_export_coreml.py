@@ -260,3 +260,36 @@ def test_a_missing_or_broken_extra_is_one_line(versions, says, lora_run, tmp_pat
 def test_export_lists_coreml(capsys):
     cli(["export", "--help"])
     assert "coreml" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_simulated_rounding_equals_coremltools_own(quant):
+    """fake_quantize_ rounds as coremltools' linear_quantize_weights does (its own quantize_weight,
+    symmetric, per output channel / per block of 32), zero rows included."""
+    from coremltools.optimize._utils import quantize_weight
+
+    torch.manual_seed(0)
+    w = torch.randn(48, 64) * torch.rand(48, 1)
+    w[3] = 0  # a zero row: scale 0, must stay 0
+    w16 = w.half().float()
+    ours = coreml_wrapper._rounded(w16, coreml_wrapper.QUANT_LEVELS[quant], quant == "int4")
+    arr = w.half().numpy()  # coremltools quantizes the fp16 weights
+    blocks = arr.reshape(48, 2, 32) if quant == "int4" else arr.reshape(48, 1, 64)
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q, scale, _ = quantize_weight(blocks, axes=(2,), nbits=8 if quant == "int8" else 4, signed=True,
+                                      quantization_mode="LINEAR_SYMMETRIC", dtype=np.int8)  # fmt: skip
+    scale = scale.astype(np.float32).reshape(*blocks.shape[:2], 1)
+    theirs = np.nan_to_num(q.astype(np.float32) * scale).reshape(48, 64)
+    assert torch.allclose(ours, torch.from_numpy(theirs), atol=1e-6, rtol=0)
+    assert (ours[3] == 0).all() and not torch.equal(ours, w16)
+
+
+def test_int_exports_report_the_compression_check(dora_run, tmp_path):
+    out = tmp_path / "i8"
+    rc, printed = run_cli("--adapters", str(dora_run), "--out", str(out), "--context", "64", "--quant", "int8",
+                          "--min_argmax_agreement", "0")  # fmt: skip
+    assert rc == 0 and "int8 weights (coremltools' rounding, simulated in torch)" in printed, printed
+    check = json.loads((out / "export_info.json").read_text())["compression_check"]
+    assert check["positions"] > 100 and 0 < check["max_abs_dlogit"] and check["argmax_agreement"] <= 1

@@ -99,6 +99,33 @@ def build_functions(model: Any, ids: list[Any], cfg: CoremlConfig, scratch: Path
     return parts, checks, shapes
 
 
+def check_compression(model: Any, ids: list[Any], cfg: CoremlConfig, printer: Callable) -> dict | None:
+    """For int8/int4: the tuned model against a copy with its weights rounded as coremltools will
+    round them (:func:`~airoad.export.coreml_wrapper.fake_quantize_`); CheckFailed below
+    ``--min_argmax_agreement``. None for fp16."""
+    import copy
+
+    from airoad.export import coreml_wrapper
+
+    if cfg.quant == "fp16":
+        return None
+    rounded = coreml_wrapper.fake_quantize_(copy.deepcopy(model), cfg.quant)
+    check = coreml_wrapper.logits_agreement(model, rounded, ids)
+    del rounded
+    printer(
+        f"{cfg.quant} weights (coremltools' rounding, simulated in torch): on {check['chats']} chats "
+        f"({check['positions']} positions) max |dlogit| {check['max_abs_dlogit']:.3g}, argmax agreement "
+        f"{check['argmax_agreement']:.1%} >= {cfg.min_argmax_agreement:g}"
+    )
+    if not check["argmax_agreement"] >= cfg.min_argmax_agreement:
+        raise CheckFailed(
+            f"check failed: {cfg.quant} weights move the next-token argmax on {1 - check['argmax_agreement']:.1%} "
+            f"of {check['positions']} positions (agreement < --min_argmax_agreement {cfg.min_argmax_agreement:g}); "
+            "use a wider --quant or lower the threshold; nothing written"
+        )
+    return check
+
+
 def parity_line(context: int, check: dict[str, Any], threshold: float) -> str:
     return (
         f"ctx {context}: traced with its cache, {check['positions']} positions of {check['chats']} chats "
@@ -151,7 +178,9 @@ def export(cfg: CoremlConfig, printer: Callable[[str], None] = print) -> Path:
         stage, scratch = Path(tmp) / "export", Path(tmp) / "parts"
         stage.mkdir()
         scratch.mkdir()
-        parts, checks, shapes = build_functions(model, chat_ids(tokenizer, system), cfg, scratch, printer)
+        ids = chat_ids(tokenizer, system)
+        quant_check = check_compression(model, ids, cfg, printer)
+        parts, checks, shapes = build_functions(model, ids, cfg, scratch, printer)
         package = stage / f"{cfg.name}.mlpackage"
         meta = metadata(cfg, source, model, tokenizer, system)
         coreml_pack.save_package(parts, package, meta, scratch)
@@ -164,6 +193,7 @@ def export(cfg: CoremlConfig, printer: Callable[[str], None] = print) -> Path:
         printer(spec_line(package.name, spec, size))
         save_tokenizer(tokenizer, stage / TOKENIZER_DIR)
         info = export_info(cfg, source, meta, checks, spec, size)
+        info["compression_check"] = quant_check
         write_outputs(stage, package.name, info)
         install_staged(stage, out, Path(tmp))
     printer(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")

@@ -163,3 +163,55 @@ def _steps(length: int, chunk: int) -> list[tuple[int, int]]:
     half = max(1, length // 2)
     steps = [(s, min(s + chunk, half)) for s in range(0, half, chunk)]
     return steps + [(t, t + 1) for t in range(half, length)]
+
+
+QUANT_MIN_ELEMENTS = 2048  # coremltools' default weight_threshold: smaller tensors stay fp16
+QUANT_LEVELS = {"int8": 127, "int4": 7}  # symmetric signed range [-L, L], as coremltools uses
+INT4_BLOCK = 32
+
+
+def fake_quantize_(model: Any, quant: str) -> Any:
+    """``model`` with the weights coremltools will compress rounded the way it rounds them, in place
+    (fp16 first; symmetric linear; int8 per output channel, int4 per block of 32 input channels;
+    every Linear and Embedding weight above coremltools' size threshold). Measures what the
+    package's compression does to the logits, on a machine that cannot run the package."""
+    if quant not in QUANT_LEVELS:
+        return model
+    levels = QUANT_LEVELS[quant]
+    with torch.no_grad():
+        for module in model.modules():
+            if (
+                isinstance(module, (torch.nn.Linear, torch.nn.Embedding))
+                and module.weight.numel() > QUANT_MIN_ELEMENTS
+            ):
+                module.weight.copy_(_rounded(module.weight.half().float(), levels, quant == "int4"))
+    return model
+
+
+def _rounded(w: torch.Tensor, levels: int, blockwise: bool) -> torch.Tensor:
+    """``w`` [out, in] quantized and dequantized: scale = max |w| / levels per row (or per block)."""
+    rows, cols = w.shape
+    blocks = (
+        w.view(rows, cols // INT4_BLOCK, INT4_BLOCK)
+        if blockwise and cols % INT4_BLOCK == 0
+        else w.view(rows, 1, cols)
+    )
+    # coremltools computes on the fp16 weights: an fp16 scale, fp16 division, round, clip to [-L, L]
+    scale = (blocks.abs().amax(dim=-1, keepdim=True) / levels).half()
+    ratio = (blocks.half() / torch.where(scale > 0, scale, torch.ones_like(scale))).float()
+    q = torch.where(scale > 0, torch.round(ratio).clamp(-levels, levels) * scale.float(), 0.0)
+    return q.view(rows, cols)
+
+
+def logits_agreement(a_model: Any, b_model: Any, chats: list[torch.Tensor]) -> dict[str, Any]:
+    """Max |dlogit| and next-token argmax agreement of two models' full forwards over ``chats``."""
+    diff = scale = 0.0
+    agree = positions = 0
+    with torch.no_grad():
+        for ids in chats:
+            a, b = a_model(input_ids=ids).logits.float(), b_model(input_ids=ids).logits.float()
+            diff, scale = max(diff, float((a - b).abs().max())), max(scale, float(a.abs().max()))
+            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+            positions += ids.shape[1]
+    return {"max_abs_dlogit": diff, "max_abs_logit": scale, "argmax_agreement": agree / positions,
+            "positions": positions, "chats": len(chats)}  # fmt: skip
