@@ -176,7 +176,9 @@ def test_int4_and_int8_packages_are_smaller_and_keep_the_spec(dora_run, tmp_path
     for quant in ("fp16", "int8", "int4"):
         out = tmp_path / quant
         rc, printed = run_cli(
-            "--adapters", str(dora_run), "--out", str(out), "--context", "64", "--quant", quant
+            # a random tiny model's near-ties fail the compression check (see the int4 refusal test)
+            *("--adapters", str(dora_run), "--out", str(out), "--context", "64", "--quant", quant),
+            *("--min_argmax_agreement", "0"),
         )
         assert rc == 0, printed
         spec = coreml_pack.read_spec(out / "model.mlpackage")
