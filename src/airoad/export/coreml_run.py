@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
-from airoad.export.common import INFO, CheckFailed, chat_ids, check_inputs, system_line
+from airoad.export.common import INFO, CheckFailed, chat_ids, check_inputs, compare_logits, system_line
 from airoad.export.schema import CoremlConfig
 
 TOKENIZER_DIR = "tokenizer"
@@ -110,7 +110,7 @@ def check_compression(model: Any, ids: list[Any], cfg: CoremlConfig, printer: Ca
     if cfg.quant == "fp16":
         return None
     rounded = coreml_wrapper.fake_quantize_(copy.deepcopy(model), cfg.quant)
-    check = coreml_wrapper.logits_agreement(model, rounded, ids)
+    check = compare_logits(model, rounded, ids, "cpu")
     del rounded
     printer(
         f"{cfg.quant} weights (coremltools' rounding, simulated in torch): on {check['chats']} chats "

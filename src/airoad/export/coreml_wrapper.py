@@ -201,17 +201,3 @@ def _rounded(w: torch.Tensor, levels: int, blockwise: bool) -> torch.Tensor:
     ratio = (blocks.half() / torch.where(scale > 0, scale, torch.ones_like(scale))).float()
     q = torch.where(scale > 0, torch.round(ratio).clamp(-levels, levels) * scale.float(), 0.0)
     return q.view(rows, cols)
-
-
-def logits_agreement(a_model: Any, b_model: Any, chats: list[torch.Tensor]) -> dict[str, Any]:
-    """Max |dlogit| and next-token argmax agreement of two models' full forwards over ``chats``."""
-    diff = scale = 0.0
-    agree = positions = 0
-    with torch.no_grad():
-        for ids in chats:
-            a, b = a_model(input_ids=ids).logits.float(), b_model(input_ids=ids).logits.float()
-            diff, scale = max(diff, float((a - b).abs().max())), max(scale, float(a.abs().max()))
-            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-            positions += ids.shape[1]
-    return {"max_abs_dlogit": diff, "max_abs_logit": scale, "argmax_agreement": agree / positions,
-            "positions": positions, "chats": len(chats)}  # fmt: skip

@@ -28,32 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.errors import UserError
-from airoad.export.common import CHECK_CHATS, INFO, CheckFailed, chat_ids, check_inputs, system_line
+from airoad.export.common import (
+    CHECK_CHATS,
+    INFO,
+    CheckFailed,
+    chat_ids,
+    check_inputs,
+    compare_logits,
+    system_line,
+)
 from airoad.export.schema import GgufConfig
 
 MODELFILE = "Modelfile"
-
-
-def compare_logits(tuned: Any, exported: Any, ids: list[Any], device: str) -> dict[str, Any]:
-    """Max |dlogit| and argmax agreement of two models over every position of ``ids``."""
-    import torch
-
-    diff, agree, positions, scale = 0.0, 0, 0, 0.0
-    with torch.no_grad():
-        for x in ids:
-            a = tuned(input_ids=x.to(device)).logits.float()
-            b = exported(input_ids=x.to(device)).logits.float()
-            diff = max(diff, float((a - b).abs().max()))
-            scale = max(scale, float(a.abs().max()))
-            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-            positions += x.shape[1]
-    return {
-        "max_abs_dlogit": diff,
-        "max_abs_logit": scale,
-        "argmax_agreement": agree / positions,
-        "positions": positions,
-        "chats": len(ids),
-    }
 
 
 def read_back(stage: Path, file_name: str, device: str) -> Any:
