@@ -125,3 +125,50 @@ def test_topk_kl_is_a_lower_bound_that_reaches_exact_at_full_vocab():
             errors.append(float(exact - approx))
     assert errors[:-1] == sorted(errors[:-1], reverse=True)  # more buckets, closer to exact
     assert abs(errors[-1]) <= 1e-6 * float(exact)  # k = V: exact, to fp32 rounding
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_kl_only_positions_equal_reference_kl_and_ignore_targets(tau, chunk):
+    """ce_weight 0 (anchor positions): the loss and its gradient are w * KL alone, whatever the targets."""
+    head, hidden, th, tgt = setup()
+    teacher = DenseTeacher(th, head, tau)
+    total, ce, kl = head_loss(hidden, head, tgt, teacher, tau, chunk, kl_weight=0.6, ce_weight=0.0)
+    total.backward()
+    g_fused = hidden.grad.clone()
+    hidden.grad = None
+    ce_r, kl_r = head_losses_reference(hidden, head, tgt, teacher, tau)
+    (0.6 * kl_r).backward()
+    torch.testing.assert_close(total, (0.6 * kl_r).float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ce, ce_r.float(), rtol=1e-5, atol=1e-4)  # still reported, for logs
+    torch.testing.assert_close(g_fused, hidden.grad, rtol=1e-4, atol=1e-5)
+    other = head_loss(hidden.detach(), head, (tgt + 1) % 101, teacher, tau, chunk, 0.6, ce_weight=0.0)
+    torch.testing.assert_close(other[0], total.detach())
+
+
+def test_kl_only_with_the_teacher_itself_has_zero_loss_and_gradient():
+    head, hidden, _, tgt = setup()
+    teacher = DenseTeacher(hidden.detach().clone(), head, 1.0)
+    total, _, kl = head_loss(hidden, head, tgt, teacher, 1.0, 8, kl_weight=2.0, ce_weight=0.0)
+    total.backward()
+    assert abs(float(kl)) < 1e-6
+    assert float(hidden.grad.abs().max()) < 1e-6
+
+
+def test_teacher_rows_pick_the_same_positions():
+    head, hidden, th, tgt = setup()
+    sel = torch.arange(37) % 3 == 0
+    for teacher in (
+        DenseTeacher(th, head, 1.0),
+        TopKTeacher(torch.randint(0, 101, (37, 4)), -torch.rand(37, 4) - 2),
+    ):
+        full = head_loss(hidden.detach(), head, tgt, teacher, 1.0, 5)[2]
+        part = head_loss(hidden.detach()[sel], head, tgt[sel], teacher.rows(sel), 1.0, 5)[2]
+        rest = head_loss(hidden.detach()[~sel], head, tgt[~sel], teacher.rows(~sel), 1.0, 5)[2]
+        torch.testing.assert_close(part + rest, full, rtol=1e-5, atol=1e-4)
+
+
+def test_ce_weight_other_than_0_or_1_is_refused():
+    head, hidden, _, tgt = setup()
+    with pytest.raises(ValueError):
+        head_loss(hidden, head, tgt, None, 1.0, 8, ce_weight=0.5)

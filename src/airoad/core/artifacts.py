@@ -146,6 +146,10 @@ def run_info(ctx: RunContext, trainer: Any, state: RunState) -> dict[str, Any]:
     }
     if cfg.dev_path:
         data["dev_path"], data["dev_sha256"] = cfg.dev_path, file_sha256(cfg.dev_path)
+    for key in cfg.INPUT_KEYS:  # a lane's other data files (SFT: kl_anchor_path)
+        path = getattr(cfg, key)
+        if key not in ("dataset_path", "dev_path", "base_model") and path and Path(path).is_file():
+            data[key], data[f"{key}_sha256"] = path, file_sha256(path)
     return {
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "seed": cfg.seed,

@@ -29,6 +29,10 @@ class DenseTeacher:
     def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear, tau: float):
         self.hidden, self.head, self.tau = hidden, head, tau
 
+    def rows(self, sel: torch.Tensor) -> DenseTeacher:
+        """The teacher of the positions ``sel`` picks ([N] bool or index), in their order."""
+        return DenseTeacher(self.hidden[sel], self.head, self.tau)
+
     def logprobs(self, s: int, e: int) -> torch.Tensor:
         """Teacher log-probs [e - s, V] at tau for rows s:e (one output-head product)."""
         with torch.no_grad():
@@ -60,6 +64,10 @@ class TopKTeacher:
     def __init__(self, idx: torch.Tensor, logp: torch.Tensor):
         self.idx, self.logp = idx.long(), logp.float()
         self.tail = (1.0 - self.logp.exp().sum(-1)).clamp_min(EPS)  # [N]
+
+    def rows(self, sel: torch.Tensor) -> TopKTeacher:
+        """The teacher of the positions ``sel`` picks ([N] bool or index), in their order."""
+        return TopKTeacher(self.idx[sel], self.logp[sel])
 
     def _parts(self, s_logp: torch.Tensor, s: int, e: int):
         idx, t_logp, t_tail = self.idx[s:e], self.logp[s:e], self.tail[s:e]
@@ -100,14 +108,15 @@ class _HeadCall:
     tau: float
     w: float  # the KL weight
     want_grad: bool
+    ce_weight: float = 1.0  # 0: KL only (anchor positions: no target to learn, only the base to stay near)
 
 
 def _chunk(call: _HeadCall, h: torch.Tensor, tgt: torch.Tensor, s: int, e: int):
-    """(ce_sum, kl_sum, dLoss/dlogits [n, V] or None) of rows s:e for Loss = CE + w * KL.
+    """(ce_sum, kl_sum, dLoss/dlogits [n, V] or None) of rows s:e for Loss = c * CE + w * KL.
 
     dCE/dlogits = softmax - onehot; dKL/dlogits = (softmax_tau - q) / tau (q from the teacher).
-    Summed here so one [n, V] x [V, H] product carries both gradients."""
-    teacher, tau, w, want_grad = call.teacher, call.tau, call.w, call.want_grad
+    Summed here so one [n, V] x [V, H] product carries both gradients. c (``ce_weight``) is 1 or 0."""
+    teacher, tau, w, want_grad, c = call.teacher, call.tau, call.w, call.want_grad, call.ce_weight
     logits = _chunk_logits(h, call.weight, call.bias)
     logp = torch.log_softmax(logits, dim=-1)
     ce = -logp.gather(1, tgt[:, None]).sum()
@@ -122,11 +131,15 @@ def _chunk(call: _HeadCall, h: torch.Tensor, tgt: torch.Tensor, s: int, e: int):
         del s_logp
     if want_grad:
         grad = logp.exp_()  # softmax, in logp's memory
-        if q is not None and p_tau is None:  # tau = 1: (1 + w) p - w q
-            grad.mul_(1.0 + w).sub_(q, alpha=w)
-        elif q is not None:
-            grad.add_(p_tau.sub_(q), alpha=w / tau)
-        grad[torch.arange(e - s, device=grad.device), tgt] -= 1.0
+        if q is not None and p_tau is None:  # tau = 1: (c + w) p - w q
+            grad.mul_(c + w).sub_(q, alpha=w)
+        else:
+            if c != 1.0:
+                grad.mul_(c)
+            if q is not None:
+                grad.add_(p_tau.sub_(q), alpha=w / tau)
+        if c:
+            grad[torch.arange(e - s, device=grad.device), tgt] -= c
     return ce, kl, grad
 
 
@@ -135,13 +148,13 @@ class _FusedHeadLoss(torch.autograd.Function):
     chunk in forward (one head product per chunk); CE and KL are returned for logging only."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, teacher, tau, chunk, w):  # noqa: D401
+    def forward(ctx, hidden, weight, bias, targets, teacher, tau, chunk, w, ce_weight):  # noqa: D401
         n = hidden.shape[0]
         want_grad = ctx.needs_input_grad[0]
         ce_sum = hidden.new_zeros((), dtype=torch.float32)
         kl_sum = hidden.new_zeros((), dtype=torch.float32)
         g_hidden = torch.empty_like(hidden) if want_grad else None
-        call = _HeadCall(weight, bias, teacher, tau, w, want_grad)
+        call = _HeadCall(weight, bias, teacher, tau, w, want_grad, ce_weight)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
             ce, kl, grad = _chunk(call, hidden[s:e], targets[s:e], s, e)
@@ -152,13 +165,13 @@ class _FusedHeadLoss(torch.autograd.Function):
             del grad
         ctx.save_for_backward(g_hidden)
         ctx.mark_non_differentiable(ce_sum, kl_sum)
-        return ce_sum + w * kl_sum, ce_sum, kl_sum
+        return ce_weight * ce_sum + w * kl_sum, ce_sum, kl_sum
 
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_kl):
         (g_hidden,) = ctx.saved_tensors
         grad_hidden = g_hidden * grad_total.to(g_hidden.dtype) if ctx.needs_input_grad[0] else None
-        return grad_hidden, None, None, None, None, None, None, None
+        return grad_hidden, None, None, None, None, None, None, None, None
 
 
 def head_loss(
@@ -169,22 +182,34 @@ def head_loss(
     tau: float = 1.0,
     chunk: int = 256,
     kl_weight: float = 1.0,
+    ce_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(CE + kl_weight * KL, CE, KL), sums over N trained positions, KL(teacher || student at tau).
+    """(ce_weight * CE + kl_weight * KL, CE, KL), sums over N positions, KL(teacher || student at tau).
 
     hidden: [N, H] final hidden states (after the model's last norm) at trained positions.
     targets: [N] token ids. teacher: DenseTeacher (exact) or TopKTeacher (cached); None: KL = 0.
+    ce_weight: 1 (trained positions) or 0 (anchor positions: KL only; CE is still returned, for logs).
     The first value is differentiable w.r.t. ``hidden``; CE and KL are detached (for logs).
     fp32 scalars.
     """
+    if ce_weight not in (0.0, 1.0):
+        raise ValueError(f"ce_weight must be 0 or 1, got {ce_weight}")
     if hidden.shape[0] == 0:
         zero = (hidden.sum() * 0.0).float()
         return zero, zero.detach(), zero.detach()
     if head.weight.requires_grad or (head.bias is not None and head.bias.requires_grad):
         ce, kl = head_losses_reference(hidden, head, targets, teacher, tau)
-        return ce + kl_weight * kl, ce.detach(), kl.detach()
+        return ce_weight * ce + kl_weight * kl, ce.detach(), kl.detach()
     return _FusedHeadLoss.apply(
-        hidden, head.weight, head.bias, targets, teacher, float(tau), int(chunk), float(kl_weight)
+        hidden,
+        head.weight,
+        head.bias,
+        targets,
+        teacher,
+        float(tau),
+        int(chunk),
+        float(kl_weight),
+        float(ce_weight),
     )
 
 

@@ -50,7 +50,7 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     data = read_data(cfg)  # user data errors surface before anything is loaded
     source = resolve_model(cfg.base_model)  # a hub that cannot be reached: one line, now
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    if cfg.kl_lambda > 0 and cfg.kl_topk > len(tokenizer):
+    if uses_kl(cfg) and cfg.kl_topk > len(tokenizer):
         raise RunError(
             f"--kl_topk = {cfg.kl_topk} is above the vocabulary of {cfg.base_model} ({len(tokenizer)} tokens); "
             "use a smaller kl_topk (the default keeps 64 per position)"
@@ -64,9 +64,14 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     return out, trainer
 
 
+def uses_kl(cfg: TrainConfig) -> bool:
+    """Whether the run needs the base's distribution: KL on the task's tokens or on anchors."""
+    return cfg.kl_lambda > 0 or bool(cfg.kl_anchor_path)
+
+
 def check_kl_cache_dir(cfg: TrainConfig) -> None:
     """A KL run's teacher-cache folder must be a folder, or creatable (before anything loads)."""
-    if cfg.kl_lambda <= 0 or cfg.kl_cache == "off" or not cfg.kl_cache_dir:
+    if not uses_kl(cfg) or cfg.kl_cache == "off" or not cfg.kl_cache_dir:
         return
     from airoad.core.outputs import creatable
 
@@ -105,18 +110,20 @@ def sft_lane(train_ex: list[Example], dev_ex: list[Example]) -> Any:
             kl_lambda=cfg.kl_lambda,
             kl_tau=cfg.kl_tau,
             loss_chunk=cfg.loss_chunk_size,
+            kl_anchor_lambda=cfg.kl_anchor_lambda if cfg.kl_anchor_path else 0.0,
         )
 
     def before_train(ctx: RunContext, trainer: Any, state: Any) -> None:
-        if ctx.cfg.kl_lambda > 0 and use_teacher_cache(ctx.cfg, len(train_ex)):
+        if uses_kl(ctx.cfg) and use_teacher_cache(ctx.cfg, len(train_ex)):
             state.teacher_cache = attach_teacher_cache(ctx, trainer, train_ex)
 
+    anchors = any(ex.kl_only for ex in train_ex)
     return Lane(
-        metrics=METRICS,
+        metrics=(*METRICS, "kl_anchor") if anchors else METRICS,
         build_model=build_model,
         build_trainer=build_trainer,
         n_dev=len(dev_ex),
-        plot_secondary=("kl",),
+        plot_secondary=("kl", "kl_anchor") if anchors else ("kl",),
         before_train=before_train,
     )
 
