@@ -368,3 +368,22 @@ def test_the_probe_runs_commands_by_name_and_imports_no_lane():
             t for t in GRAPH[module] if not t.startswith(("airoad.core", "airoad.probe")) and t not in allowed
         }
         assert not bad, (module, bad)
+
+
+def test_the_page_of_an_anchored_run_names_the_anchors_and_logs_their_kl():
+    summary = {"n": 2, "pct_list": 50.0, "pct_heading": 0.0, "avg_banned_hits": 0.0, "avg_len_tokens": 9.0}
+    dev = {"n_prompts": 2, "summary": {"base": summary, "tuned": summary}, "drift": 0.0, "drift_tokens": 18}
+    cfg = {"kl_lambda": 0.0, "kl_tau": 1.0, "kl_anchor_path": "anchors.jsonl", "kl_anchor_lambda": 4.0}
+    info = {"data": {"kl_anchor_path_sha256": "ab12", "stats": {"extra": {"anchor": {"kept": 32}}}}}
+    rows = [
+        {"step": 1, "loss": 1.5, "ce": 1.5, "kl_anchor": 0.0, "eval_loss": None},
+        {"step": 2, "loss": 1.2, "ce": None, "kl_anchor": 0.02, "eval_loss": 0.9},
+    ]
+    page = render(ReportInputs("out", cfg, info, {}, rows, {"samples": []}, dev))
+    kl = table_rows(section(page, "Run"))["KL to the base"][0]
+    assert "anchors `anchors.jsonl` (32 conversations, KL only)" in kl and "kl_anchor_lambda 4.0" in kl
+    assert "`ab12`" in kl
+    loss = table_rows(section(page, "Loss"))
+    assert loss["step"] == ["loss", "ce", "kl_anchor", "dev loss"]
+    assert loss["1"] == ["1.5000", "1.5000", "0.0000", "-"]
+    assert loss["2"] == ["1.2000", "-", "0.0200", "0.9000"]

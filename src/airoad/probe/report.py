@@ -140,8 +140,14 @@ def run_table(r: ReportInputs) -> list[str]:
     cfg, info, timing = r.run_config, r.run_info, r.timing
     data = info.get("data", {})
     kl = f"kl_lambda {cfg.get('kl_lambda', '?')}"
-    if (cfg.get("kl_lambda") or 0) > 0:
+    if (cfg.get("kl_lambda") or 0) > 0 or cfg.get("kl_anchor_path"):
         kl += f", kl_tau {cfg.get('kl_tau', '?')}"
+    if cfg.get("kl_anchor_path"):
+        n_anchor = data.get("stats", {}).get("extra", {}).get("anchor", {}).get("kept", "?")
+        kl += (
+            f"; anchors {code(cfg['kl_anchor_path'])} ({n_anchor} conversations, KL only), "
+            f"kl_anchor_lambda {cfg.get('kl_anchor_lambda', '?')}, sha256 {code(data.get('kl_anchor_path_sha256', '?'))}"
+        )
     kept = data.get("stats", {}).get("kept", "?")
     subset = f" (ablate_examples {cfg['ablate_examples']})" if cfg.get("ablate_examples") else ""
     dev = (
@@ -199,13 +205,20 @@ def pick_rows(rows: list[dict[str, Any]], k: int = LOSS_ROWS) -> list[dict[str, 
 
 def loss_section(r: ReportInputs) -> list[str]:
     kl = (r.run_config.get("kl_lambda") or 0) > 0
-    cols = ["step", "loss", *(["ce", "kl"] if kl else []), "dev loss"]
+    anchor = bool(r.run_config.get("kl_anchor_path"))
+    cols = [
+        "step",
+        "loss",
+        *(["ce", "kl"] if kl else ["ce"] if anchor else []),
+        *(["kl_anchor"] if anchor else []),
+        "dev loss",
+    ]
     lines = ["## Loss", "", "![loss curve](loss_curve.png)", ""]
     if not r.rows:
         return [*lines, "No training steps were logged (train_log.json is empty or missing)."]
     lines += [f"| {' | '.join(cols)} |", "|" + "---:|" * len(cols)]
     for x in pick_rows(r.rows):
-        values = [str(x["step"]), num(x.get("loss")), *([num(x.get("ce")), num(x.get("kl"))] if kl else [])]
+        values = [str(x["step"]), num(x.get("loss")), *([num(x.get(c)) for c in cols[2:-1]])]
         lines.append(f"| {' | '.join([*values, num(x.get('eval_loss'))])} |")
     return [*lines, "", f"All {len(r.rows)} rows: `train_log.csv`."]
 
