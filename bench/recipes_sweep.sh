@@ -40,8 +40,8 @@ print("| run | pct_expect | final answer right | dev loss | drift on test32 | tr
 print("|---|---|---|---|---|---|")
 for name in sys.argv[2:]:
     ev = json.loads((w / f"eval_{name}.json").read_text())
-    refs = {num(r) for r in ref}
-    right = sum(num(s["tuned"]) is not None and num(s["tuned"]) == num(r) for s, r in zip(ev["samples"], ref))
+    answers = [num(s["tuned"]["answer"]) for s in ev["samples"]]
+    right = sum(a is not None and a == num(r) for a, r in zip(answers, ref))
     log = json.loads((w / name / "train_log.json").read_text())
     dev = [r["eval_loss"] for r in log if r.get("eval_loss") is not None]
     tm = json.loads((w / name / "time_metrics.json").read_text())

@@ -13,23 +13,41 @@ from airoad.sft.run import train
 from airoad.sft.trainer import Collator, ExampleDataset
 
 
-def _packed_and_padded(model_dir, data, out, dtype_flag) -> list[tuple]:
-    """(ce, kl, trained positions, LoRA grads) of one batch laid out padded, then packed."""
+def _packed_and_padded(model_dir, data, out, dtype_flag, anchor: bool = False) -> list[tuple]:
+    """(ce, kl, trained positions, LoRA grads) of one batch laid out padded, then packed. ``anchor``:
+    the third row is a KL anchor (kl_anchor_lambda 0.7), its KL added to kl and its positions to n."""
     cfg = cfg_for(model_dir, data, out, "--max_steps", "1", "--kl_lambda", "0.5", *dtype_flag)
     _, trainer = train(cfg, printer=lambda *_: None)
+    trainer.kl_anchor_lambda = 0.7 if anchor else 0.0
     model = trainer.model
     model.eval()  # no dropout: both layouts must see identical computations
     rows = [ExampleDataset(trainer.train_dataset.examples)[i] for i in range(4)]
+    if anchor:
+        rows[2] = {**rows[2], "kl_only": True}
     results = []
     for packing in (False, True):
         batch = Collator(0, packing=packing)(rows)
         assert ("position_ids" in batch) == packing and ("attention_mask" in batch) != packing
+        assert ("anchor_labels" in batch) == anchor
         model.zero_grad()
-        total, ce, kl, n = trainer._losses(model, batch, with_kl=True)
-        total.backward()
+        lo = trainer._losses(model, batch, with_kl=True)
+        (lo.task + lo.anchor).backward()
         grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-        results.append((ce.detach(), kl.detach(), n, grads))
+        results.append((lo.ce.detach(), (lo.kl + lo.anchor_kl).detach(), lo.n + lo.n_anchor, grads))
     return results
+
+
+def test_packed_batch_with_an_anchor_gives_the_same_loss_and_grads_as_padded(
+    tiny_model_dir, chat_file, tmp_path
+):
+    (ce_a, kl_a, n_a, g_a), (ce_b, kl_b, n_b, g_b) = _packed_and_padded(
+        tiny_model_dir, chat_file, tmp_path / "run", FP32, anchor=True
+    )
+    assert n_a == n_b > 0
+    torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(kl_a, kl_b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(g_a, g_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_packed_batch_gives_the_same_loss_and_grads_as_padded(tiny_model_dir, chat_file, tmp_path):

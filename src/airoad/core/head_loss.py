@@ -207,6 +207,7 @@ def head_loss(
     tau: float = 1.0,
     chunk: int = 256,
     kl_weight: float = 1.0,
+    *,
     ce_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ce_weight * CE + kl_weight * KL, CE, KL), sums over N positions, KL(teacher || student at tau).

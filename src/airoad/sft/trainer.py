@@ -203,7 +203,7 @@ class AiroadTrainer(TokenCounts, Trainer):
             tau,
             chunk,
             self.kl_anchor_lambda * tau2,
-            0.0,
+            ce_weight=0.0,
         )
         return Losses(total, ce, kl, n_task, a_total, a_kl, n_anchor)
 
