@@ -46,7 +46,8 @@ def test_packed_batch_with_an_anchor_gives_the_same_loss_and_grads_as_padded(
     assert n_a == n_b > 0
     torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(kl_a, kl_b, rtol=1e-4, atol=1e-6)
-    for a, b in zip(g_a, g_b):
+    assert len(g_a) == len(g_b)
+    for a, b in zip(g_a, g_b, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
