@@ -99,5 +99,24 @@ def test_every_shipped_yaml_loads(path):
     else:
         cfg = load(["--config", str(path)])
     assert (REPO / cfg.dataset_path).is_file()
+    for key in ("dev_path", "kl_anchor_path"):  # every other data file it names is shipped too
+        if getattr(cfg, key, None):
+            assert (REPO / getattr(cfg, key)).is_file(), key
     if cfg.use_dora:
         assert cfg.lora_dropout == 0.0
+
+
+def test_the_shipped_anchors_load_and_share_no_prompt_with_the_general_eval_prompts():
+    import json
+
+    from airoad.core.chat_data import load_conversations
+
+    convs, stats = load_conversations(REPO / "data/anchor/self_instruct_anchors.jsonl")
+    assert stats.loaded == stats.chatml == 175
+    assert all(c.messages[-1]["role"] == "assistant" and c.messages[-1]["content"] for c in convs)
+    general = {
+        json.loads(line)["prompt"].strip().lower()
+        for line in (REPO / "data/eval/general_prompts.jsonl").read_text().splitlines()
+    }
+    users = {c.messages[-2]["content"].strip().lower() for c in convs}
+    assert not any(g in u or u in g for g in general for u in users)
