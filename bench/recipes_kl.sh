@@ -25,7 +25,7 @@ train() {  # train NAME KL_LAMBDA [FLAGS...]
   local name=$1 kl=$2; shift 2
   [ -e "$W/$name/adapter_model.safetensors" ] || t airoad train --config configs/slm/qwen05b_lora_fast_plain.yaml \
     --base_model "$MODEL" --dataset_path "$W/sft128.jsonl" --dev_path "$W/dev16.jsonl" --ablate_examples 0 \
-    --max_steps 32 --output_dir "$W/$name" --max_minutes 15 --kl_lambda "$kl" "$@"
+    --max_steps 32 --output_dir "$W/$name" --max_minutes 15 --kl_lambda "$kl" --lora_dropout 0.05 "$@"
 }
 python - "$SHARED/data/self_instruct_seed_tasks.jsonl" "$W/anchors.jsonl" <<'PY'
 import json, sys

@@ -3,7 +3,7 @@
 #
 # Issue 15's defaults sweep on the real model: the GSM8K fast probe (128 train rows, batch 1 x 4,
 # dev = 16 other train rows) with one setting changed per run from configs/slm/qwen05b_lora_fast_plain.yaml
-# (lr 2e-4 cosine, 32 steps, LoRA r16 attn+MLP, dropout 0.05), then `airoad eval --expect` on 32
+# as it was when measured (lr 2e-4 cosine, 32 steps, LoRA r16 attn+MLP, dropout 0.05, pinned below), then `airoad eval --expect` on 32
 # held-out test questions (greedy, 256 new tokens). The table: adherence (pct_expect), final answers
 # right, final dev loss, drift vs base on the test questions, train time. RUNS (default: all) picks
 # by name. Reuses WORK_DIR's data files and plain run (bench/gsm8k_pref_chain.sh or recipes_kl.sh).
@@ -26,7 +26,7 @@ for name in $RUNS; do
   # shellcheck disable=SC2086
   [ -e "$W/$name/adapter_model.safetensors" ] || t airoad train --config configs/slm/qwen05b_lora_fast_plain.yaml \
     --base_model "$MODEL" --dataset_path "$W/sft128.jsonl" --dev_path "$W/dev16.jsonl" --ablate_examples 0 \
-    --max_steps 32 --eval_every_steps 8 --output_dir "$W/$name" --max_minutes 15 ${FLAGS[$name]}
+    --max_steps 32 --eval_every_steps 8 --output_dir "$W/$name" --max_minutes 15 --lora_dropout 0.05 ${FLAGS[$name]}
   [ -e "$W/eval_$name.json" ] || t airoad eval --adapters "$W/$name" --prompts "$W/test32.jsonl" --n 32 \
     --expect "$EXPECT" --max_new_tokens 256 --batch_size 16 --out "$W/eval_$name.json"
 done
