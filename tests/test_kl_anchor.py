@@ -230,7 +230,9 @@ def test_anchor_subset_is_seeded_and_counted(tiny_model_dir, chat_file, tmp_path
         tiny_model_dir, chat_file, tmp_path / "run", "--kl_anchor_path", str(anchors), "--kl_anchor_examples", "3",
         "--max_steps", "1",
     )  # fmt: skip
-    out, _ = train(cfg, printer=lambda *_: None)
+    lines: list[str] = []
+    out, _ = train(cfg, printer=lines.append)
+    assert f"anchors: 3 conversations from {anchors} (KL to the base only)" in lines
     info = json.loads((out / "run_info.json").read_text())
     assert info["data"]["stats"]["extra"]["anchor"]["kept"] == 3
 

@@ -64,7 +64,7 @@ def tokenize_all(
 
 def read_data(cfg: Any) -> TrainData:
     """Validate the train and dev files (every problem of both at once, DataError). No tokenizer needed.
-    ``cfg``: the run's config (dataset_path, dev_path, system_prompt, ablate_examples, seed)."""
+    ``cfg``: the run's TrainConfig (dataset_path, dev_path, kl_anchor_path and their subset keys, seed)."""
     problems: list[str] = []
     data = TrainData([], [], LoadStats(), None)
     try:
@@ -78,7 +78,7 @@ def read_data(cfg: Any) -> TrainData:
             data.dev, data.dev_stats = load_conversations(cfg.dev_path, cfg.system_prompt)
         except DataError as e:
             problems += e.problems
-    if getattr(cfg, "kl_anchor_path", None):
+    if cfg.kl_anchor_path:
         try:
             data.anchor, data.anchor_stats = load_conversations(
                 cfg.kl_anchor_path, cfg.system_prompt, cfg.kl_anchor_examples, cfg.seed

@@ -59,6 +59,10 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
     printer(stats.line())
     if stats.extra.get("dev"):
         printer(f"dev:  {stats.extra['dev']['kept']} examples")
+    if stats.extra.get("anchor"):
+        printer(
+            f"anchors: {stats.extra['anchor']['kept']} conversations from {cfg.kl_anchor_path} (KL to the base only)"
+        )
     ctx = RunContext(cfg, out, ckpt, device, dtype, source, tokenizer, stats, t_start, printer)
     trainer = fit(ctx, sft_lane(train_ex, dev_ex))
     return out, trainer
