@@ -55,7 +55,8 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
     """Wrap ``model`` in a PEFT LoRA/DoRA adapter per cfg (lora_r, lora_alpha, lora_dropout,
     lora_target_mode, use_dora, seed). Base weights are frozen by PEFT. LoRA dropout is swapped for
     :class:`FastDropout` (same distribution, cheaper masks on CPU) and DoRA norms are cached per
-    adapter update (:mod:`airoad.core.dora_cache`), and the MLPs and norms keep less for backward
+    adapter update (:mod:`airoad.core.dora_cache`), each adapted layer is one autograd node
+    (:mod:`airoad.core.fused_lora`), and the MLPs and norms keep less for backward
     (:mod:`airoad.core.lean_layers`); none changes what is saved."""
     from peft import LoraConfig, get_peft_model
 
@@ -74,13 +75,16 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
 
 def lean_training_paths(peft_model: Any) -> Any:
     """The training-time swaps every lane's adapted model gets (none changes a weight or what is
-    saved): FastDropout, cached DoRA norms, lean SwiGLU/RMSNorm activations. Returns the model."""
+    saved): FastDropout, cached DoRA norms, fused LoRA/DoRA layers, lean SwiGLU/RMSNorm
+    activations. Returns the model."""
     from airoad.core.dora_cache import cache_dora_norms
     from airoad.core.fast_dropout import use_fast_lora_dropout
+    from airoad.core.fused_lora import use_fused_lora
     from airoad.core.lean_layers import use_lean_layers
 
     use_fast_lora_dropout(peft_model)
     cache_dora_norms(peft_model)
+    use_fused_lora(peft_model)  # after the dropout swap: it fuses FastDropout, not nn.Dropout
     use_lean_layers(peft_model)
     return peft_model
 

@@ -79,7 +79,11 @@ class _RMSNorm(torch.autograd.Function):
 
 
 def _lean_mlp_forward(self, x):
-    return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    # A fused LoRA down_proj (core.fused_lora) takes gate and up and keeps no product for backward.
+    fused = getattr(self.down_proj, "airoad_swiglu", None)
+    out = None if fused is None else fused(gate, up)
+    return self.down_proj(silu_mul(gate, up)) if out is None else out
 
 
 def _lean_norm_forward(self, hidden_states):
