@@ -34,6 +34,7 @@ VARIANTS = (
     "trl_bf16",
     "lora",
     "dora",
+    "lora_d0",
     "lora_kl",
     "dora_kl",
     "lora_packed",
@@ -179,7 +180,9 @@ def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) ->
         "--lora_alpha",
         str(LORA["alpha"]),
         "--lora_dropout",
-        "0" if "dora" in variant else str(LORA["dropout"]),
+        # DoRA runs without dropout (as the shipped DoRA configs: PEFT then reuses the base output);
+        # lora_d0 is LoRA at the same setting, its partner in the DoRA ratio
+        "0" if "dora" in variant or variant == "lora_d0" else str(LORA["dropout"]),
         "--lora_target_mode",
         "attn_mlp",
         "--use_dora",
