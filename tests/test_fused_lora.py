@@ -25,8 +25,13 @@ def _pair(dora: bool, p: float, bf16: bool, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=97, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     model = Qwen2ForCausalLM(cfg)
     if bf16:

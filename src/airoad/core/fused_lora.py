@@ -70,16 +70,21 @@ class _LoraLinear(torch.autograd.Function):
             if mag is None:
                 out = base + lora * s
             else:
+                # PEFT: base + (m/n - 1) * bd + m/n * s * lora, where bd is the base output less its
+                # bias (dropout 0) or the base weight applied to the dropped input. Written as
+                # base - bd + m/n * z with z = bd + s * lora, in one fp32 buffer (PEFT: four)
                 mns = (mag / norm).view(1, -1)
-                if keep is None:  # PEFT reuses the base output
-                    bd = base if bias is None else base - bias
-                else:  # PEFT runs the base weight on the dropped input
-                    bd = F.linear(xd, w)
-                out = (base + ((mns - 1) * bd + mns * lora * s)).to(base.dtype)
+                bd = F.linear(xd, w) if keep is not None else base if bias is None else base - bias
+                z = lora.float().mul_(s).add_(bd)
                 if keep is None and not bool((mag == 0).any()):
-                    saved_out = out  # the magnitude's input is (out - bias) / (m / n)
+                    out = z.mul_(mns)
+                    if bias is not None:
+                        out = out.add_(bias)
+                    out = out.to(cdt)
+                    saved_out = out  # z is (out - bias) / (m / n): nothing more to keep
                 else:
-                    saved_z = (bd.float() + lora * s).to(cdt)
+                    saved_z = z.to(cdt, copy=True)  # z is overwritten next
+                    out = z.mul_(mns).add_(base).sub_(bd).to(cdt)
         ctx.s, ctx.c, ctx.cdt, ctx.in_dtype = s, c, cdt, inp.dtype
         ctx.save_for_backward(inp, gate, keep, h, saved_out, saved_z, weight, bias, a, b, mag, norm)
         return out
@@ -96,12 +101,15 @@ class _LoraLinear(torch.autograd.Function):
         else:
             go32 = go.float()
             mns = (mag / norm).view(1, -1)
-            if saved_z is not None:
-                z = saved_z.float()
-            else:
-                z = (saved_out.float() if bias is None else saved_out.float() - bias) / mns
-            if need[7]:
-                d_mag = (go32 * z).reshape(-1, z.shape[-1]).sum(0) / norm
+            if need[7]:  # dL/dm = sum_t g * z / n, and z = (out - bias) / (m / n) when not kept
+                rows = go32.reshape(-1, go32.shape[-1])
+                if saved_z is not None:
+                    d_mag = (rows * saved_z.reshape(rows.shape)).sum(0) / norm
+                else:
+                    d_mag = (rows * saved_out.reshape(rows.shape)).sum(0)
+                    if bias is not None:
+                        d_mag -= bias * rows.sum(0)
+                    d_mag /= mag
             g_lora = (go32 * (mns * s)).to(cdt)
             if keep is None:
                 g_base = (go32 * mns).to(cdt)
@@ -178,14 +186,13 @@ def _spec(layer: Any, x: torch.Tensor) -> tuple[_Spec, float] | None:
         if type(variant).__name__ != "DoraLinearVariant":
             return None
         dora = layer.lora_magnitude_vector[name]
-        # PEFT's own norm, through the same calls as its DoraLinearLayer.forward (and so through
-        # airoad.core.dora_cache's per-update cache), under the caller's autocast state.
+        # the norm through the same calls as PEFT's DoraLinearLayer.forward, and so through
+        # airoad.core.dora_cache's per-update cache
         lw = dora.get_lora_weight(lora_A=layer.lora_A[name], lora_B=layer.lora_B[name], adapter_name=name)
-        # PEFT casts the input to the adapter's dtype first unless input casting is disabled
-        # (core.adapters.lora_in_autocast), and the norm is taken in that dtype.
-        xdt = a.dtype if getattr(layer, "cast_input_dtype_enabled", True) else x.dtype
+        # the cached norm is taken in fp32 whatever the weight's dtype (dora_cache.dora_row_norm):
+        # the frozen weight itself, uncast, keeps its cache key from call to call
         norm = dora.get_weight_norm(
-            weight=base.weight.to(xdt), lora_weight=lw.to(xdt).detach(), scaling=spec.scaling, adapter_name=name
+            weight=base.weight, lora_weight=lw.detach(), scaling=spec.scaling, adapter_name=name
         )
         spec.mag, spec.norm = dora.weight, norm.detach()
     return spec, p
@@ -202,7 +209,18 @@ def _apply(layer: Any, inp: torch.Tensor, gate: torch.Tensor | None) -> torch.Te
         mask, p_eff = keep_mask(inp.numel(), p, inp.device)
         keep, c = mask.view(inp.shape), 1.0 / (1.0 - p_eff)
     return _LoraLinear.apply(
-        inp, gate, keep, spec.weight, spec.bias, spec.a, spec.b, spec.mag, spec.norm, spec.scaling, c, spec.cdt
+        inp,
+        gate,
+        keep,
+        spec.weight,
+        spec.bias,
+        spec.a,
+        spec.b,
+        spec.mag,
+        spec.norm,
+        spec.scaling,
+        c,
+        spec.cdt,
     )
 
 
