@@ -159,3 +159,24 @@ def test_fused_under_checkpointing_equals_peft():
     torch.testing.assert_close(logits_f, logits_p, rtol=1e-5, atol=1e-5)
     for name in g_p:
         torch.testing.assert_close(g_f[name], g_p[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)])
+def test_fused_dora_at_init_is_the_base_model(bf16):
+    """B = 0 and m = ||W||: the adapted model is the base model, in bf16 to the last bit (as PEFT
+    keeps it: the base output is never rebuilt from a rounded base - bias); in fp32 up to m / n's
+    last bit (m is PEFT's norm of W, n airoad's, summed in another order)."""
+    _, fused = _pair(dora=True, p=0.0, bf16=bf16)
+    with torch.no_grad():
+        for name, prm in fused.named_parameters():
+            if "lora_B" in name:
+                prm.zero_()
+    ids = torch.randint(0, 97, (2, 24))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), lora_in_autocast(fused, bf16):
+        adapted = fused(input_ids=ids).logits
+        with fused.disable_adapter():
+            base = fused(input_ids=ids).logits
+    if bf16:
+        assert torch.equal(adapted, base)
+    else:
+        torch.testing.assert_close(adapted, base, rtol=1e-6, atol=1e-6)

@@ -21,8 +21,8 @@ module, every optimizer step: ~2.3 s of a 12.9 s DoRA step on the real model (pr
 ``aten::fill_`` + ``aten::add``). :func:`dora_row_norm` expands the square instead,
 ``||W_i||^2 + 2 s <W_i, (B A)_i> + s^2 ||(B A)_i||^2`` = ``w2 + 2 s (B * (W A^T)).sum(1) +
 s^2 ((B (A A^T)) * B).sum(1)``: one [out, in] x [in, r] product per update, ``w2`` kept while W is
-unchanged, the rest in fp32. It differs from PEFT's only by rounding (PEFT rounds the sum and the
-norm to the weight's dtype; this is closer to the exact norm), and where the expansion would lose
+unchanged, the rest in fp32, the result rounded to W's dtype as PEFT's is. It differs from PEFT's
+only by rounding (PEFT also rounds the sum to W's dtype before the norm), and where it would lose
 digits (the cross term nearly cancels ``||W_i||^2``) it computes that row's norm directly.
 """
 
@@ -86,8 +86,8 @@ CANCEL = 1e-3  # below this share of ||W_i||^2 the expanded square loses digits:
 def dora_row_norm(
     owner: Any, weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, s: float
 ) -> torch.Tensor:
-    """``||W + s B A||`` per row (fp32 [out]; W [out, in], A [r, in], B [out, r]), detached, without
-    forming the [out, in] sum. ``owner`` keeps ``||W_i||^2`` while W is unchanged."""
+    """``||W + s B A||`` per row ([out] in W's dtype; W [out, in], A [r, in], B [out, r]), detached,
+    without forming the [out, in] sum. ``owner`` keeps ``||W_i||^2`` while W is unchanged."""
     with torch.no_grad():
         wkey = (_version(weight), weight.dtype)
         cached = getattr(owner, "_airoad_w2", None)
@@ -106,7 +106,9 @@ def dora_row_norm(
         if bool(bad.any()):
             rows = weight[bad].float() + s * (b32[bad] @ a32)
             n2[bad] = rows.pow(2).sum(1)
-        return n2.clamp_min_(0).sqrt_()
+        # rounded to W's dtype as PEFT's norm is: PEFT's magnitude starts as that rounded norm, so
+        # m / n is 1 at init and the adapted model is the base model
+        return n2.clamp_min_(0).sqrt_().to(weight.dtype)
 
 
 def cache_dora_norms(model: nn.Module) -> int:

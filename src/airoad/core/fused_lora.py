@@ -71,20 +71,21 @@ class _LoraLinear(torch.autograd.Function):
                 out = base + lora * s
             else:
                 # PEFT: base + (m/n - 1) * bd + m/n * s * lora, where bd is the base output less its
-                # bias (dropout 0) or the base weight applied to the dropped input. Written as
-                # base - bd + m/n * z with z = bd + s * lora, in one fp32 buffer (PEFT: four)
+                # bias (dropout 0) or the base weight applied to the dropped input. Here
+                # base + (m/n * z - bd) with z = bd + s * lora, in one fp32 buffer (PEFT: four);
+                # like PEFT's, it is exactly the base output where m/n = 1 and B = 0 (at init)
                 mns = (mag / norm).view(1, -1)
-                bd = F.linear(xd, w) if keep is not None else base if bias is None else base - bias
+                if keep is not None:
+                    bd = F.linear(xd, w)
+                else:  # in fp32: base - bias rounded to bf16 would move the output off the base
+                    bd = base if bias is None else base.float() - bias
                 z = lora.float().mul_(s).add_(bd)
                 if keep is None and not bool((mag == 0).any()):
-                    out = z.mul_(mns)
-                    if bias is not None:
-                        out = out.add_(bias)
-                    out = out.to(cdt)
-                    saved_out = out  # z is (out - bias) / (m / n): nothing more to keep
+                    saved_out = True  # z is (out - bias) / (m / n): nothing more to keep
                 else:
                     saved_z = z.to(cdt, copy=True)  # z is overwritten next
-                    out = z.mul_(mns).add_(base).sub_(bd).to(cdt)
+                out = z.mul_(mns).sub_(bd).add_(base).to(cdt)
+                saved_out = out if saved_out else None
         ctx.s, ctx.c, ctx.cdt, ctx.in_dtype = s, c, cdt, inp.dtype
         ctx.save_for_backward(inp, gate, keep, h, saved_out, saved_z, weight, bias, a, b, mag, norm)
         return out
