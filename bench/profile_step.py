@@ -6,7 +6,8 @@ Runs one warm-up optimizer step (4 micro-batches of 1 example, or --pack example
 then STEPS timed steps (env, default 3), printing tokens/s and RSS/peak RSS after each (the peak
 is reset after loading, so it is the training-phase peak); PROFILE=1 adds a torch.profiler table
 of one more step (SORT, ROWS, MEM=1 for memory columns, SHAPES=1 to split ops by input shape). MMAP=bytes sets glibc's mmap threshold,
-TRIM=1 calls malloc_trim after every micro-batch (the allocator experiments in BENCHMARKS.md).
+TRIM=1 calls malloc_trim after every micro-batch (the allocator experiments in BENCHMARKS.md);
+EXTRA="--flag value ..." appends train flags.
 """
 
 import argparse
@@ -54,6 +55,7 @@ argv = [
     "0" if variant == "dora" else os.environ.get("DROPOUT", "0.05"),
     "--kl_lambda",
     "0.1" if variant == "kl" else "0",
+    *os.environ.get("EXTRA", "").split(),  # more train flags, e.g. EXTRA="--loss_chunk_size 128"
 ]
 cfg, _ = load_config(TrainConfig, argv)
 dtype = pick_dtype("cpu", a.dtype)
@@ -101,7 +103,7 @@ def rss():
     def g(k):
         return int([x for x in st.splitlines() if x.startswith(k)][0].split()[1]) / 1024**2
 
-    return f"RSS {g('VmRSS:'):.2f} HWM {g('VmHWM:'):.2f}"
+    return f"RSS {g('VmRSS:'):.2f} (anon {g('RssAnon:'):.2f} file {g('RssFile:'):.2f}) HWM {g('VmHWM:'):.2f}"
 
 
 print("after load", rss(), flush=True)

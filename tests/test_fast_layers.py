@@ -252,3 +252,24 @@ def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_
             err, err_plain = ((g[name] - ref).norm() / ref.norm() for g in (grads, grads_plain))
             assert err <= 1.5 * err_plain + 2e-3, (name, err, err_plain)
     assert saved < 0.85 * saved_plain, (saved, saved_plain)
+
+
+def test_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from airoad.cli import main
+    from airoad.core import onednn
+
+    monkeypatch.delenv(onednn.ENV, raising=False)
+    assert main(["--version"]) == 0  # every command goes through main
+    assert os.environ[onednn.ENV] == str(onednn.CAPACITY)
+    monkeypatch.setenv(onednn.ENV, "512")
+    onednn.bound_primitive_cache()
+    assert os.environ[onednn.ENV] == "512"
+    # set before torch is imported: importing airoad's CLI loads no torch
+    code = "import sys, airoad.cli; airoad.cli.main(['--version']); print('torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != onednn.ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().endswith("False"), out.stdout
