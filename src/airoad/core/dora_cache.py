@@ -92,20 +92,24 @@ def dora_row_norm(
         wkey = (_version(weight), weight.dtype)
         cached = getattr(owner, "_airoad_w2", None)
         if cached is None or cached[0] != wkey:
-            cached = (wkey, weight.float().pow(2).sum(1))
+            # ||W_i|| by PEFT's own call, rounded as PEFT rounds it: PEFT's magnitude starts as
+            # exactly this. Squared and rooted in float64 ([out] only), where sqrt(x * x) == x
+            # holds (torch's vectorised fp32 sqrt is not correctly rounded), so m / n is 1 at B = 0
+            cached = (wkey, torch.linalg.norm(weight, dim=1).double().pow(2))
             owner._airoad_w2 = cached
         w2 = cached[1]
         a32, b32 = a.float(), b.float()
         wa = (weight @ a.to(weight.dtype).t()).float()  # [out, r], each entry rounded to W's dtype
         cross = b32 * wa
-        n2 = w2 + (2 * s) * cross.sum(1) + (s * s) * ((b32 @ (a32 @ a32.t())) * b32).sum(1)
+        ba2 = ((b32 @ (a32 @ a32.t())) * b32).sum(1)
+        n2 = w2 + (2 * s) * cross.sum(1).double() + (s * s) * ba2.double()
         # that rounding bounds n2's error by s * eps * sum |cross|: where this is not below 1/256 of
         # n2 (the cross term nearly cancels ||W_i||^2), or n2 < CANCEL ||W_i||^2, go direct
         err = (abs(s) * torch.finfo(weight.dtype).eps) * cross.abs().sum(1)
         bad = (n2 < CANCEL * w2) | (n2 < 256 * err)
         if bool(bad.any()):
             rows = weight[bad].float() + s * (b32[bad] @ a32)
-            n2[bad] = rows.pow(2).sum(1)
+            n2[bad] = rows.pow(2).sum(1).double()
         # rounded to W's dtype as PEFT's norm is: PEFT's magnitude starts as that rounded norm, so
         # m / n is 1 at init and the adapted model is the base model
         return n2.clamp_min_(0).sqrt_().to(weight.dtype)
