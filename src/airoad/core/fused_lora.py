@@ -1,4 +1,4 @@
-"""LoRA and DoRA linear layers as one autograd node each: same values as PEFT's, less kept for backward.
+"""LoRA and DoRA linear layers as one autograd node each: PEFT's values, less kept for backward.
 
     n = use_fused_lora(peft_model)   # after use_fast_lora_dropout; returns the layers swapped
 
@@ -10,7 +10,8 @@ modules, and autograd keeps what each of them needs on its own. Per Qwen2 layer 
   Here one node keeps the undropped input (shared by q, k and v: one reference, no copy) and the
   mask, and rebuilds ``x * mask * scale`` in backward (one multiply, no new draw).
 - down_proj: its input ``silu(gate) * up`` is kept for lora_A's gradient although the MLP keeps
-  gate and up anyway. :func:`swiglu_down` takes gate and up and recomputes the product in backward.
+  gate and up anyway. The layer's ``airoad_swiglu(gate, up)`` (called by core.lean_layers' MLP)
+  takes gate and up and recomputes the product in backward.
 - DoRA: PEFT's ``(m/n - 1) * base + m/n * s * lora`` is evaluated in fp32 with the base and LoRA
   outputs kept (two [T, out] tensors per module). Here the node keeps its own output (already kept
   by the SiLU for gate/up) and recovers the magnitude's input from it; with dropout, where PEFT
@@ -18,7 +19,9 @@ modules, and autograd keeps what each of them needs on its own. Per Qwen2 layer 
 
 Only the arithmetic's packaging changes: the same GEMMs in the same dtype (the autocast dtype, or
 all-fp32), the same dropout masks (drawn by :func:`airoad.core.fast_dropout.keep_mask` in the same
-order as FastDropout would), PEFT's DoRA norm (cached per update by :mod:`airoad.core.dora_cache`).
+order as FastDropout would), the DoRA norm PEFT's forward asks for (which
+:mod:`airoad.core.dora_cache` computes once per update). In fp32 the values equal PEFT's; in bf16
+the forward does, and the gradients are as close to fp32 ones as PEFT's (bf16 sums in another order).
 Every call that is not plain training of one adapter on an ``nn.Linear`` (merged, disabled,
 several or mixed adapters, another dropout, no grad, mixed dtypes without autocast) runs PEFT's own
 forward. Tested against PEFT for values and gradients (tests/test_fused_lora.py).
