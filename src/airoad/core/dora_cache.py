@@ -9,7 +9,7 @@ is unchanged: the identity and version counters of A, B and W (``Tensor._version
 in-place updates such as ``load_state_dict`` and ``copy_``) and a count of optimizer steps taken in
 this process (a global torch optimizer step hook: the fused AdamW, the HF Trainer's default, updates
 parameters without bumping their version counters, measured). On a miss the norm is recomputed by
-PEFT's own code, so the values are bit-identical to PEFT's.
+:func:`dora_row_norm` (below), not by PEFT's code.
 
 The cached value is a [out] vector per module, so memory does not grow. Conv DoRA layers keep
 PEFT's behaviour. Not seen: writes through ``param.data`` (a separate version counter) outside an

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from airoad.core.fast_dropout import FastDropout, keep_mask
+from airoad.core.lean_layers import silu_and_grad
 
 
 @dataclass
@@ -83,12 +84,13 @@ class _LoraLinear(torch.autograd.Function):
                 else:  # in fp32: base - bias rounded to bf16 would move the output off the base
                     bd = base if bias is None else base.float() - bias
                 z = lora.float().mul_(s).add_(bd)
-                if keep is None and not bool((mag == 0).any()):
-                    saved_out = True  # z is (out - bias) / (m / n): nothing more to keep
-                else:
+                # without dropout z is (out - bias) / (m / n): keep the output, not z
+                z_from_out = keep is None and not bool((mag == 0).any())
+                if not z_from_out:
                     saved_z = z.to(cdt, copy=True)  # z is overwritten next
                 out = z.mul_(mns).sub_(bd).add_(base).to(cdt)
-                saved_out = out if saved_out else None
+                if z_from_out:
+                    saved_out = out
         ctx.s, ctx.c, ctx.cdt, ctx.in_dtype = s, c, cdt, inp.dtype
         ctx.save_for_backward(inp, gate, keep, h, saved_out, saved_z, weight, bias, a, b, mag, norm)
         return out
@@ -119,10 +121,9 @@ class _LoraLinear(torch.autograd.Function):
                 g_base = (go32 * mns).to(cdt)
             else:
                 g_base, g_bd = go.to(cdt), (go32 * (mns - 1)).to(cdt)
-        sig = silu = None
+        silu = d_silu = None
         if gate is not None:
-            sig = torch.sigmoid(gate)
-            silu = gate * sig
+            silu, d_silu = silu_and_grad(gate)
         # dB = g_l^T h, dA = (g_l B)^T drop(x): the dropped input is rebuilt here, not kept
         d_h = g_lora @ b_c
         d_a = d_b = None
@@ -141,9 +142,9 @@ class _LoraLinear(torch.autograd.Function):
         d_inp = d_gate = None
         if gate is None:
             d_inp = d_x
-        else:  # d silu(g)/dg = sig + silu * (1 - sig), as lean_layers._SiluMul
+        else:
             d_inp = d_x * silu if need[0] else None
-            d_gate = d_x * inp * (sig + silu * (1 - sig)) if need[1] else None
+            d_gate = d_x * inp * d_silu if need[1] else None
         return d_inp, d_gate, None, None, None, d_a, d_b, d_mag, None, None, None, None
 
 

@@ -42,12 +42,18 @@ class _SiluMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         g, u = ctx.saved_tensors
-        sig = torch.sigmoid(g)
-        s = g * sig
-        # d silu(g) / dg = sig * (1 + g * (1 - sig)) = sig + s * (1 - sig)
-        dg = grad * u * (sig + s * (1 - sig)) if ctx.needs_input_grad[0] else None
+        s, ds = silu_and_grad(g)
+        dg = grad * u * ds if ctx.needs_input_grad[0] else None
         du = grad * s if ctx.needs_input_grad[1] else None
         return dg, du
+
+
+def silu_and_grad(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(silu(g), d silu(g) / dg), same shape as ``g``, from one sigmoid: what a backward that did not
+    keep SiLU's output recomputes. d silu / dg = sig * (1 + g * (1 - sig)) = sig + silu * (1 - sig)."""
+    sig = torch.sigmoid(g)
+    s = g * sig
+    return s, sig + s * (1 - sig)
 
 
 def silu_mul(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
