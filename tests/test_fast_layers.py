@@ -262,22 +262,15 @@ def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_
     assert saved < 0.85 * saved_plain, (saved, saved_plain)
 
 
-def test_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch):
+def test_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch, tiny_model_dir):
     import os
-    import subprocess
-    import sys
 
-    from airoad.cli import main
     from airoad.core import onednn
+    from airoad.core.loading import load_causal_lm
 
     monkeypatch.delenv(onednn.ENV, raising=False)
-    assert main(["--version"]) == 0  # every command goes through main
+    load_causal_lm(str(tiny_model_dir), torch.float32)  # every command loads its model here
     assert os.environ[onednn.ENV] == str(onednn.CAPACITY)
     monkeypatch.setenv(onednn.ENV, "512")
-    onednn.bound_primitive_cache()
+    load_causal_lm(str(tiny_model_dir), torch.float32)
     assert os.environ[onednn.ENV] == "512"
-    # set before torch is imported: importing airoad's CLI loads no torch
-    code = "import sys, airoad.cli; airoad.cli.main(['--version']); print('torch' in sys.modules)"
-    env = {k: v for k, v in os.environ.items() if k != onednn.ENV}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip().endswith("False"), out.stdout

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 from airoad.core.commands import dispatch
-from airoad.core.onednn import bound_primitive_cache
 
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,7 +46,6 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    bound_primitive_cache()  # before any command runs a matmul (core.onednn says why)
     if argv[:1] in (["--version"], ["-V"]):
         print(f"airoad {version()}")
         return 0

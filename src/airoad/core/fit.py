@@ -227,10 +227,8 @@ def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     from transformers import PrinterCallback
 
     from airoad.core.adapters import lora_in_autocast
-    from airoad.core.onednn import bound_primitive_cache
 
     cfg, printer = ctx.cfg, ctx.printer
-    bound_primitive_cache()  # for callers that train without the CLI (no effect once oneDNN ran)
     sync_ranks(ctx.device)
     printer(model_line(ctx, model))
     sha = file_sha256(cfg.dataset_path)  # once, when training starts: run_info and checkpoints record it

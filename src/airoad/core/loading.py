@@ -100,7 +100,9 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     from airoad.core.lean_load import load_widened
+    from airoad.core.onednn import bound_primitive_cache
 
+    bound_primitive_cache()  # every command loads its model here, before its first matmul
     src = _source(model, key)
     if Path(src.path).is_dir():
         check_weight_files(Path(src.path), key)

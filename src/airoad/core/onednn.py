@@ -1,5 +1,6 @@
 """A bound on oneDNN's primitive cache, so a bf16 CPU run's memory does not grow with every new
-sequence length. No torch import: the CLI calls this before anything loads torch.
+sequence length. :func:`airoad.core.loading.load_causal_lm`, the one model loader, calls it: every
+command and every Python caller loads its model there before the model's first matmul.
 
 Why (measured on Qwen2.5-0.5B, bf16 LoRA, GSM8K, ``bench/profile_step.py``; BENCHMARKS.md): torch
 runs bf16 matmuls on the CPU through oneDNN, which caches one primitive per distinct problem shape,
@@ -11,7 +12,8 @@ shape is still built once per micro-batch and reused by all its layers; a capaci
 every call and halves the speed). The fp32 path runs through MKL and is unaffected.
 
 A value the user set (``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` in the environment) is kept. oneDNN
-reads it when it builds its first primitive, so this must run before the first matmul.
+reads it when it builds its first primitive (checked: setting it after ``import torch`` but before
+the first matmul takes effect), so this must run before the first matmul.
 """
 
 from __future__ import annotations
