@@ -115,7 +115,7 @@ def worker_trl(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict:
 
 
 def worker_airoad(a: argparse.Namespace, out: Path, checkpointing: bool) -> dict:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
     from airoad.pref.run import pref
     from airoad.pref.schema import PrefConfig
 

@@ -145,7 +145,7 @@ def worker_trl(
 
 
 def worker_airoad(a: argparse.Namespace, data: Path, out: Path, variant: str) -> dict:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
     from airoad.sft.run import train
     from airoad.sft.schema import TrainConfig
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from airoad.core.adapters import lora_in_autocast, wrap_with_adapters
-from airoad.core.config import load_config
-from airoad.core.context import RunContext
-from airoad.core.devices import pick_dtype
-from airoad.core.fit import training_kwargs
-from airoad.core.loading import load_causal_lm, load_tokenizer
-from airoad.core.model_source import resolve_model
+from airoad.core.base.options import load_config
+from airoad.core.model.adapters import lora_in_autocast, wrap_with_adapters
+from airoad.core.model.devices import pick_dtype
+from airoad.core.model.loading import load_causal_lm, load_tokenizer
+from airoad.core.model.model_source import resolve_model
+from airoad.core.run.context import RunContext
+from airoad.core.run.fit import training_kwargs
 from airoad.sft.data import build_examples, read_data
 from airoad.sft.schema import TrainConfig
 from airoad.sft.trainer import AiroadTrainer, Collator, ExampleDataset

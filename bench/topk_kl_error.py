@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from airoad.core.head_loss import TopKTeacher
+from airoad.core.kernels.head_loss import TopKTeacher
 
 KS = (8, 16, 32, 64, 128, 256)
 
@@ -74,8 +74,8 @@ def real(model: Path, adapters: Path, data: Path, n: int) -> tuple[torch.Tensor,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from airoad.core.chat_data import IGNORE, LoadStats, load_conversations
-    from airoad.core.lean_load import load_widened
+    from airoad.core.data.chat_data import IGNORE, LoadStats, load_conversations
+    from airoad.core.model.lean_load import load_widened
     from airoad.sft.data import tokenize_all
 
     tok = AutoTokenizer.from_pretrained(model)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _bf16_units() -> bool:
-    from airoad.core.devices import cpu_bf16_units
+    from airoad.core.model.devices import cpu_bf16_units
 
     return cpu_bf16_units()
 

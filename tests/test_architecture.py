@@ -45,8 +45,8 @@ def in_package(module: str, package: str) -> bool:
 
 
 def test_the_graph_sees_lazy_imports():
-    assert "airoad.core.fit" in GRAPH["airoad.sft.run"]  # imported inside train()
-    assert "airoad.core.model_parts" in GRAPH["airoad.sft.teacher_cache"]  # inside a function
+    assert "airoad.core.run.fit" in GRAPH["airoad.sft.run"]  # imported inside train()
+    assert "airoad.core.model.model_parts" in GRAPH["airoad.sft.teacher_cache"]  # inside a function
 
 
 def test_nothing_outside_a_lane_imports_it_and_lanes_do_not_import_each_other():
@@ -133,6 +133,60 @@ def test_functions_fit_on_a_screen_and_take_few_positional_arguments():
 def test_the_run_dir_checkpoint_prefix_is_hf_s():
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    from airoad.core.rundir import CHECKPOINT_PREFIX
+    from airoad.core.run.rundir import CHECKPOINT_PREFIX
 
     assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR
+
+
+# The core's rooms and their floors: nothing points back up (run > model > data > {kernels, base}).
+ROOMS = ("base", "data", "kernels", "model", "run")
+MAY_IMPORT = {
+    "base": {"base"},
+    "kernels": {"kernels"},
+    "data": {"data", "base"},
+    "model": {"model", "data", "kernels", "base"},
+    "run": set(ROOMS),
+}
+TORCH_FREE_ROOMS = ("base", "data")
+HEAVY = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
+
+
+def room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["airoad", "core"] and parts[2] in ROOMS else None
+
+
+def test_every_core_module_lives_in_a_room():
+    loose = [m for m in MODULES if in_package(m, "airoad.core") and m != "airoad.core" and room_of(m) is None]
+    assert not loose, loose
+
+
+def test_rooms_import_only_their_floors():
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if (room := room_of(m))
+        for t in targets
+        if (other := room_of(t)) and other not in MAY_IMPORT[room]
+    ]
+    assert not bad, bad
+
+
+def third_party_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_torch_free_rooms_import_no_torch():
+    bad = [
+        f"{m} imports {lib}"
+        for m, path in MODULES.items()
+        if room_of(m) in TORCH_FREE_ROOMS
+        for lib in third_party_imports(path) & set(HEAVY)
+    ]
+    assert not bad, bad

@@ -67,7 +67,7 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
     assert "1.00" in (table["trl"][2].strip(), table["trl_bf16"][2].strip())
     assert "1.00" in (table["trl"][4].strip(), table["trl_bf16"][4].strip())
     assert (table["trl"][-1].strip(), table["trl_bf16"][-1].strip()) == ("fp32", "bf16")
-    from airoad.core.devices import cpu_has_bf16
+    from airoad.core.model.devices import cpu_has_bf16
 
     assert table["lora"][-1].strip() == ("bf16" if cpu_has_bf16() else "fp32")  # dtype auto's pick
     assert "CPU: " in text and "flags: " in text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from airoad.core.config import ConfigError, load_config
+from airoad.core.base.options import ConfigError, load_config
 from airoad.sft.schema import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_every_shipped_yaml_loads(path):
 def test_the_shipped_anchors_load_and_share_no_prompt_with_the_general_eval_prompts():
     import json
 
-    from airoad.core.chat_data import load_conversations
+    from airoad.core.data.chat_data import load_conversations
 
     convs, stats = load_conversations(REPO / "data/anchor/self_instruct_anchors.jsonl")
     assert stats.loaded == stats.chatml == 175

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import CHAT_ROWS, write_jsonl
 
-from airoad.core.chat_data import (
+from airoad.core.data.chat_data import (
     IGNORE,
     DataError,
     LoadStats,

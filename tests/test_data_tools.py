@@ -15,9 +15,9 @@ import pytest
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.chat_data import read_rows
-from airoad.core.config import ConfigError, load_config, opt
-from airoad.core.text_checks import DEFAULT_BANNED, banned_hits, has_heading, has_list
+from airoad.core.base.options import ConfigError, load_config, opt
+from airoad.core.data.chat_data import read_rows
+from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits, has_heading, has_list
 from airoad.data_tools.markdown_rewrite import heading, restructure, split_sentences
 from airoad.data_tools.mix import weighted
 from airoad.data_tools.neg_guard_bank import PAIRS

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import FP32, write_jsonl
 
-from airoad.core.config import load_config
-from airoad.core.rundir import RUN_FILES
+from airoad.core.base.options import load_config
+from airoad.core.run.rundir import RUN_FILES
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 

@@ -61,8 +61,8 @@ def fp16_export(lora_run, tmp_path_factory) -> tuple[Path, int, str]:
 
 
 def merged(run: Path):
-    from airoad.core.adapter_source import resolve_source
-    from airoad.core.merging import load_merged
+    from airoad.core.model.adapter_source import resolve_source
+    from airoad.core.model.merging import load_merged
 
     return load_merged(resolve_source(None, str(run)))
 

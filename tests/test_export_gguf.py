@@ -20,7 +20,7 @@ from conftest import RUN_SYSTEM as SYSTEM
 from conftest import SHARED, build_tiny_qwen, make_adapter_run
 
 from airoad.cli import main as cli
-from airoad.core.config import load_config
+from airoad.core.base.options import load_config
 from airoad.export import common, gguf_run
 from airoad.export.schema import GgufConfig
 
@@ -72,8 +72,8 @@ def export_cfg(run: Path, out: Path, quant: str, *extra: str) -> GgufConfig:
 
 def tuned_vs_gguf(base_dir: Path, run: Path, out: Path, qwen_tokenizer) -> dict:
     """The export's check numbers, plus how far the adapter moves the base (must dwarf |dlogit|)."""
-    from airoad.core.adapter_source import resolve_source
-    from airoad.core.merging import load_merged
+    from airoad.core.model.adapter_source import resolve_source
+    from airoad.core.model.merging import load_merged
 
     info = json.loads((out / "export_info.json").read_text())
     tuned, _ = load_merged(resolve_source(None, str(run)))

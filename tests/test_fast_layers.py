@@ -7,8 +7,8 @@ import torch
 from conftest import needs_bf16
 from torch import nn
 
-from airoad.core.dora_cache import cache_dora_norms
-from airoad.core.fast_dropout import FastDropout, keep_mask, use_fast_lora_dropout
+from airoad.core.kernels.dora_cache import cache_dora_norms
+from airoad.core.kernels.fast_dropout import FastDropout, keep_mask, use_fast_lora_dropout
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
@@ -82,7 +82,7 @@ def _dora_model(tiny_model_dir):
 def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir, monkeypatch):
     from peft.tuners.lora.dora import DoraLinearLayer
 
-    from airoad.core import dora_cache
+    from airoad.core.kernels import dora_cache
 
     ids = torch.randint(0, 100, (2, 12))
     plain, cached = _dora_model(tiny_model_dir), _dora_model(tiny_model_dir)
@@ -124,7 +124,7 @@ def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir,
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_dora_row_norm_equals_the_norm_of_the_sum(dtype):
-    from airoad.core.dora_cache import dora_row_norm
+    from airoad.core.kernels.dora_cache import dora_row_norm
 
     torch.manual_seed(0)
     w = torch.randn(48, 40).to(dtype)
@@ -160,8 +160,8 @@ def _lora_step(model_dir, uncast: bool, dropout: float):
     """(loss, {name: grad}, saved-for-backward bytes) of one bf16-autocast forward/backward."""
     from transformers import AutoModelForCausalLM
 
-    from airoad.core.adapters import lora_in_autocast, wrap_with_adapters
-    from airoad.core.schema import RunKeys
+    from airoad.core.base.runkeys import RunKeys
+    from airoad.core.model.adapters import lora_in_autocast, wrap_with_adapters
 
     torch.manual_seed(0)
     cfg = RunKeys(lora_r=8, lora_dropout=dropout, lora_target_mode="attn_mlp")
@@ -215,7 +215,7 @@ def _decoder_step(model_dir, lean: bool, dtype: torch.dtype):
     """(hidden, {name: grad}, saved-for-backward bytes) of one LoRA forward/backward of the decoder."""
     from transformers import AutoModelForCausalLM
 
-    from airoad.core.lean_layers import use_lean_layers
+    from airoad.core.kernels.lean_layers import use_lean_layers
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).train()
@@ -265,8 +265,8 @@ def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_
 def test_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch, tiny_model_dir):
     import os
 
-    from airoad.core import onednn
-    from airoad.core.loading import load_causal_lm
+    from airoad.core.model import onednn
+    from airoad.core.model.loading import load_causal_lm
 
     monkeypatch.delenv(onednn.ENV, raising=False)
     load_causal_lm(str(tiny_model_dir), torch.float32)  # every command loads its model here

@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import needs_bf16
 
-from airoad.core.adapters import lora_in_autocast
-from airoad.core.dora_cache import cache_dora_norms
-from airoad.core.fast_dropout import use_fast_lora_dropout
-from airoad.core.fused_lora import use_fused_lora
-from airoad.core.lean_layers import use_lean_layers
+from airoad.core.kernels.dora_cache import cache_dora_norms
+from airoad.core.kernels.fast_dropout import use_fast_lora_dropout
+from airoad.core.kernels.fused_lora import use_fused_lora
+from airoad.core.kernels.lean_layers import use_lean_layers
+from airoad.core.model.adapters import lora_in_autocast
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

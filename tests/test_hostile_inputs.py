@@ -66,7 +66,7 @@ def test_json_with_unicode_line_separators_is_one_row_per_line_and_mix_round_tri
     assert cli(["data", "mix", "--inputs", f"{src}:2", "--out", str(out)]) == 0
     capsys.readouterr()
     assert cli(["data", "stats", str(out), "--base_model", "none"]) == 0  # its own output reads back
-    from airoad.core.chat_data import read_rows
+    from airoad.core.data.chat_data import read_rows
 
     assert [n for n, _ in read_rows(out)] == [1, 2, 3, 4]
 
@@ -226,7 +226,7 @@ def test_a_binary_banned_file_is_one_line(damaged, tmp_path, capsys):
 def test_late_failures_are_found_before_the_model_loads_and_leave_nothing(
     extra, needle, tiny_model_dir, chat_file, tmp_path, capsys, monkeypatch
 ):
-    import airoad.core.loading as loading
+    import airoad.core.model.loading as loading
 
     monkeypatch.setattr(loading, "load_causal_lm", lambda *a, **k: pytest.fail("model must not load"))
     (tmp_path / "FILE").write_text("x")

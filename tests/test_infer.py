@@ -15,10 +15,10 @@ import torch
 from conftest import CHAT_ROWS, build_tiny_qwen, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.chat_data import DataError
-from airoad.core.config import load_config
+from airoad.core.base.options import load_config
+from airoad.core.data.chat_data import DataError
+from airoad.core.model.generate import end_of_turn_id, generate, stop_ids
 from airoad.infer.drift import answer_drift
-from airoad.infer.generate import end_of_turn_id, generate, stop_ids
 from airoad.infer.loading import LoadError, load, resolve_source
 from airoad.infer.prompts import BUNDLED_PROMPTS, Prompt, load_prompts
 from airoad.infer.schema import CompareConfig, EvalConfig, MergeConfig
@@ -487,7 +487,7 @@ PROMPTS = [[{"role": "user", "content": t}] for t in ("What is 2+2?", "Name a pr
 def test_drift_is_zero_for_a_fresh_adapter(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from airoad.core.adapters import wrap_with_adapters
+    from airoad.core.model.adapters import wrap_with_adapters
 
     cfg = load_config(TrainConfig, ["--base_model", str(tiny_model_dir)])[0]
     wrap_with_adapters(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg).save_pretrained(

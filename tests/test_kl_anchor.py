@@ -15,8 +15,8 @@ import torch
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.chat_data import IGNORE, file_sha256
-from airoad.core.config import load_config
+from airoad.core.base.options import load_config
+from airoad.core.data.chat_data import IGNORE, file_sha256
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 from airoad.sft.trainer import AiroadTrainer, Collator
@@ -118,7 +118,7 @@ def reference_loss(peft_model, batch, kl_lambda, anchor_lambda, tau):
 def test_loss_with_anchors_equals_reference_values_and_grads(
     tiny_model_dir, qwen_tokenizer, kl_lambda, anchor_lambda, tau
 ):
-    from airoad.core.chat_data import tokenize_conversation
+    from airoad.core.data.chat_data import tokenize_conversation
 
     peft_model = tiny_peft(tiny_model_dir)
     batch_rows = []
@@ -158,7 +158,7 @@ def anchor_drift(out, model_dir, tokenizer, anchors) -> float:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from airoad.core.chat_data import tokenize_conversation
+    from airoad.core.data.chat_data import tokenize_conversation
 
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), out
@@ -178,7 +178,7 @@ def anchor_drift(out, model_dir, tokenizer, anchors) -> float:
 
 
 def trained_positions(tokenizer, *files) -> int:
-    from airoad.core.chat_data import load_conversations, tokenize_conversation
+    from airoad.core.data.chat_data import load_conversations, tokenize_conversation
 
     n = 0
     for f in files:

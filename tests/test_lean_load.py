@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from airoad.core.lean_load import _file_mappings, load_widened
+from airoad.core.model.lean_load import _file_mappings, load_widened
 
 
 def save_bf16(tmp_path, tie: bool):

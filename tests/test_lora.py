@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from airoad.core.adapters import target_modules
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
+from airoad.core.model.adapters import target_modules
 
 
 def tiny_qwen():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from airoad.core.head_loss import DenseTeacher, TopKTeacher, head_loss, head_losses_reference
+from airoad.core.kernels.head_loss import DenseTeacher, TopKTeacher, head_loss, head_losses_reference
 
 
 def setup(n=37, h=16, v=101, seed=0, bias=False):

@@ -12,7 +12,7 @@ import yaml
 from test_train import cfg_for
 
 from airoad.cli import main as cli
-from airoad.core.model_source import ModelSourceError, resolve_model
+from airoad.core.model.model_source import ModelSourceError, resolve_model
 
 HUB_ID = "acme/tiny-chat"
 
@@ -122,7 +122,7 @@ def test_local_paths_are_used_as_given_and_bad_ones_named(tiny_model_dir, tmp_pa
     "value, expected", [("0", torch.float32), ("1", torch.bfloat16), ("no", torch.float32)]
 )
 def test_airoad_cpu_bf16_forces_what_auto_picks_on_cpu(value, expected, monkeypatch):
-    from airoad.core import devices
+    from airoad.core.model import devices
 
     monkeypatch.setenv("AIROAD_CPU_BF16", value)
     assert devices.pick_dtype("cpu", "auto") == expected

@@ -13,7 +13,7 @@ import pytest
 from conftest import CHAT_ROWS, train_args, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.outputs import LOCK, MANIFEST
+from airoad.core.base.outputs import LOCK, MANIFEST
 
 
 def train_argv(model_dir, data, out, *extra) -> list[str]:
@@ -120,7 +120,7 @@ def test_a_run_stopped_while_starting_leaves_a_dir_the_next_run_reuses(tiny_mode
 def test_an_output_dir_that_cannot_be_created_is_one_line_before_anything_loads(
     kind, chat_file, tmp_path, capsys, monkeypatch
 ):
-    import airoad.core.loading as loading
+    import airoad.core.model.loading as loading
 
     monkeypatch.setattr(loading, "load_causal_lm", lambda *a, **k: pytest.fail("must not load"))
     monkeypatch.setattr(loading, "load_tokenizer", lambda *a, **k: pytest.fail("must not load"))

@@ -18,7 +18,7 @@ from conftest import CHAT_ROWS, build_tiny_qwen, write_jsonl
 
 import airoad.infer.pairs as pairs
 from airoad.cli import main as cli
-from airoad.core.chat_data import read_rows, seeded_subset
+from airoad.core.data.chat_data import read_rows, seeded_subset
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
@@ -254,8 +254,8 @@ def moved_adapter(untied_model_dir, tmp_path_factory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from airoad.core.adapters import wrap_with_adapters
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
+    from airoad.core.model.adapters import wrap_with_adapters
     from airoad.sft.schema import TrainConfig
 
     out = tmp_path_factory.mktemp("adapter")
@@ -275,7 +275,7 @@ def test_rejected_is_the_tuned_models_own_greedy_answer(moved_adapter, untied_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from airoad.infer.generate import generate
+    from airoad.core.model.generate import generate
 
     src = write_jsonl(tmp_path / "sft.jsonl", CHAT_ROWS)
     out = tmp_path / "pairs.jsonl"

@@ -16,9 +16,9 @@ import torch
 from conftest import FP32, train_args, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.config import load_config
-from airoad.core.rundir import RUN_FILES
-from airoad.core.token_logprobs import token_logprobs, token_logprobs_reference
+from airoad.core.base.options import load_config
+from airoad.core.kernels.token_logprobs import token_logprobs, token_logprobs_reference
+from airoad.core.run.rundir import RUN_FILES
 from airoad.pref import data as pdata
 from airoad.pref.schema import PrefConfig
 

@@ -17,9 +17,9 @@ import pytest
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.chat_data import file_sha256
-from airoad.core.outputs import recorded
-from airoad.core.rundir import RUN_FILES
+from airoad.core.base.outputs import recorded
+from airoad.core.data.chat_data import file_sha256
+from airoad.core.run.rundir import RUN_FILES
 from airoad.infer.prompts import load_prompts
 from airoad.probe.report import ReportInputs, render
 from airoad.probe.run import PROBE_FILES, split_argv, train_flags

@@ -20,9 +20,9 @@ import yaml
 from conftest import CHAT_ROWS, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core import callbacks as cb
-from airoad.core import rundir
-from airoad.core.config import ConfigError, load_config
+from airoad.core.base.options import ConfigError, load_config
+from airoad.core.run import callbacks as cb
+from airoad.core.run import rundir
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
@@ -351,7 +351,7 @@ def test_source_has_no_code_executing_loaders():
     assert not bad, "\n".join(bad)
     loads = [call for path in sorted(SRC.rglob("*.py")) for call in weight_loading_calls(path)]
     # one loader serves every command (train, infer, data tools); more call sites must be safe too
-    assert {where.split(":")[0] for where, _ in loads} == {"src/airoad/core/loading.py"}, loads
+    assert {where.split(":")[0] for where, _ in loads} == {"src/airoad/core/model/loading.py"}, loads
     unsafe = [where for where, safe in loads if not safe]
     assert not unsafe, f"weights loaded without use_safetensors=True: {unsafe}"
     assert TrainConfig().trust_remote_code is False
@@ -422,7 +422,7 @@ def test_load_in_4bit_off_cuda_is_one_clear_line_before_anything_loads(tmp_path,
 def test_load_in_4bit_without_bitsandbytes_names_the_install(monkeypatch):
     import importlib.util
 
-    from airoad.core.devices import DeviceError, check_4bit
+    from airoad.core.model.devices import DeviceError, check_4bit
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DeviceError, match="bitsandbytes is not installed: `pip install bitsandbytes`"):
@@ -432,7 +432,7 @@ def test_load_in_4bit_without_bitsandbytes_names_the_install(monkeypatch):
 def test_liger_without_the_package_names_the_install(monkeypatch):
     import importlib.util
 
-    from airoad.core.devices import DeviceError, check_liger
+    from airoad.core.model.devices import DeviceError, check_liger
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
@@ -459,7 +459,7 @@ def test_device_requests_the_machine_cannot_meet(argv, message, tmp_path, capsys
 
 
 def test_auto_device_order_and_fp32_on_cpus_without_bf16(monkeypatch):
-    from airoad.core import devices
+    from airoad.core.model import devices
 
     for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
         monkeypatch.setattr(devices.torch.cuda, "is_available", lambda c=cuda: c)
@@ -475,7 +475,7 @@ def test_auto_device_order_and_fp32_on_cpus_without_bf16(monkeypatch):
 
 
 def test_a_crash_while_writing_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch):
-    from airoad.core import io
+    from airoad.core.base import io
 
     target = tmp_path / "time_metrics.json"
     io.write_json(target, {"old": True})
@@ -558,9 +558,9 @@ def test_liger_off_cuda_is_one_clear_line_before_anything_loads(tmp_path, capsys
 def test_liger_reaches_the_trainer_with_loss_kernels_off():
     from transformers import TrainingArguments
 
-    from airoad.core.config import load_config
-    from airoad.core.context import RunContext
-    from airoad.core.fit import training_kwargs
+    from airoad.core.base.options import load_config
+    from airoad.core.run.context import RunContext
+    from airoad.core.run.fit import training_kwargs
     from airoad.sft.schema import TrainConfig
 
     def training_args(cfg, device, dtype, has_dev):

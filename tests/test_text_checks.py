@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from airoad.core.errors import UserError
-from airoad.core.text_checks import DEFAULT_BANNED, banned_hits, has_heading, has_list, is_code, load_banned
+from airoad.core.base.errors import UserError
+from airoad.core.data.text_checks import (
+    DEFAULT_BANNED,
+    banned_hits,
+    has_heading,
+    has_list,
+    is_code,
+    load_banned,
+)
 
 LISTS = [
     "Steps:\n- open the lid\n- pour the water",
@@ -119,7 +126,7 @@ def test_is_code():
 
 
 def test_gsm8k_answer_line_is_not_a_heading():
-    from airoad.core.text_checks import has_heading
+    from airoad.core.data.text_checks import has_heading
 
     assert not has_heading("She sold 48 + 24 = 72 clips.\n#### 72")
     assert not has_heading("#### 1,250.5")

@@ -14,9 +14,9 @@ import yaml
 from conftest import BF16, CHAT_ROWS, FP32, needs_bf16, write_jsonl
 
 from airoad.cli import main as cli
-from airoad.core.chat_data import file_sha256
-from airoad.core.config import load_config
-from airoad.core.rundir import RUN_FILES
+from airoad.core.base.options import load_config
+from airoad.core.data.chat_data import file_sha256
+from airoad.core.run.rundir import RUN_FILES
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
@@ -304,7 +304,7 @@ def test_non_empty_output_dir_is_refused_and_untouched(tiny_model_dir, chat_file
 
 
 def test_bad_data_fails_before_model_loads(chat_file, tmp_path, capsys, monkeypatch):
-    import airoad.core.loading as loading
+    import airoad.core.model.loading as loading
 
     def boom(*a, **k):
         raise AssertionError("model must not load")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from airoad.core.commands import dispatch
+from airoad.core.base.commands import dispatch
 
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

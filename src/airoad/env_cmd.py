@@ -9,10 +9,10 @@ import json
 
 
 def main(argv: list[str]) -> int:
-    from airoad.core.commands import run_guarded
-    from airoad.core.config import closest
-    from airoad.core.devices import describe
-    from airoad.core.errors import UserError
+    from airoad.core.base.commands import run_guarded
+    from airoad.core.base.errors import UserError
+    from airoad.core.base.options import closest
+    from airoad.core.model.devices import describe
 
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())

@@ -5,7 +5,7 @@
 - ``neg-guard``: a small ChatML set whose prompts bait chat-format artifacts and whose answers are clean.
 - ``mix``: weighted, optionally deduplicated and shuffled mixture of several JSONL files.
 
-Every tool validates its inputs with the training checks (:func:`airoad.core.chat_data.read_rows`), writes
-through :mod:`airoad.core.io`'s atomic writers, never replaces an existing ``--out`` without
+Every tool validates its inputs with the training checks (:func:`airoad.core.data.chat_data.read_rows`), writes
+through :mod:`airoad.core.base.io`'s atomic writers, never replaces an existing ``--out`` without
 ``--overwrite`` and never writes to an input file. Nothing here imports torch at ``--help``.
 """

@@ -35,7 +35,7 @@ TOOLS: dict[str, tuple[str, str]] = {
 
 
 def _guarded(module: object, rest: list[str]) -> int:
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
         try:
@@ -48,6 +48,6 @@ def _guarded(module: object, rest: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point of `airoad data`; returns the exit status (2 with `error:` lines for user mistakes)."""
-    from airoad.core.commands import dispatch
+    from airoad.core.base.commands import dispatch
 
     return dispatch(TOOLS, argv, "airoad data", "tool", _guarded, what="data tool")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airoad.core.chat_data import Conversation, DataError, read_rows, to_conversation
-from airoad.core.outputs import output_problems
+from airoad.core.base.outputs import output_problems
+from airoad.core.data.chat_data import Conversation, DataError, read_rows, to_conversation
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:
@@ -28,7 +28,7 @@ def read_many(paths: list[str]) -> tuple[list[list[Conversation]], list[str]]:
 
 def out_problems(out: str | None, inputs: list[tuple[str, str | None]], overwrite: bool) -> list[str]:
     """Problems with ``--out`` (a JSONL file; ``inputs``: (flag, path) of what the tool reads): see
-    :func:`airoad.core.outputs.output_problems`."""
+    :func:`airoad.core.base.outputs.output_problems`."""
     return output_problems("--out", out, inputs, overwrite=overwrite, kind="file")
 
 

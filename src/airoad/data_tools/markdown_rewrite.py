@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
-from airoad.core.text_checks import has_heading, has_list, is_code
+from airoad.core.data.text_checks import has_heading, has_list, is_code
 
 # restructure's kinds: REWRITTEN, or why the answer is returned unchanged.
 REWRITTEN, STRUCTURED, CODE = "rewritten", "structured", "code"

@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from airoad.core.chat_data import DataError, read_rows, seeded_subset, to_conversation
-from airoad.core.config import opt, seed_opt
-from airoad.core.errors import UserError
-from airoad.core.io import write_jsonl
+from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_jsonl
+from airoad.core.base.options import opt, seed_opt
+from airoad.core.data.chat_data import DataError, read_rows, seeded_subset, to_conversation
 from airoad.data_tools.common import chatml_row, out_problems
 from airoad.data_tools.markdown_rewrite import (
     CODE,
@@ -134,7 +134,7 @@ def run(cfg: SliceConfig) -> Slice:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
 
     cfg, _ = load_config(
         SliceConfig, argv, prog="airoad data markdown-slice", description=__doc__.splitlines()[0]

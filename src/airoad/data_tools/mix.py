@@ -21,10 +21,10 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from airoad.core.chat_data import Conversation
-from airoad.core.config import opt, seed_opt
-from airoad.core.errors import UserError
-from airoad.core.io import write_jsonl
+from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_jsonl
+from airoad.core.base.options import opt, seed_opt
+from airoad.core.data.chat_data import Conversation
 from airoad.data_tools.common import chatml_row, conversation_key, out_problems, read_many
 
 
@@ -154,7 +154,7 @@ def run(cfg: MixConfig) -> list[InputReport]:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
 
     cfg, _ = load_config(MixConfig, argv, prog="airoad data mix", description=__doc__.splitlines()[0])
     run(cfg)

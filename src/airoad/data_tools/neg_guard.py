@@ -4,7 +4,7 @@
 
 Draws ``n`` distinct pairs (seeded) from the hand-written bank in
 :mod:`airoad.data_tools.neg_guard_bank`. Prompts contain role tags and template tokens on
-purpose; answers contain no banned string of :data:`airoad.core.text_checks.DEFAULT_BANNED`, nor of
+purpose; answers contain no banned string of :data:`airoad.core.data.text_checks.DEFAULT_BANNED`, nor of
 ``--banned FILE`` when given (pairs whose answers hit that list are left out). Asking for more
 rows than there are clean pairs is an error: repeating or recombining pairs would only make the
 set less varied.
@@ -15,10 +15,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from airoad.core.config import opt, seed_opt
-from airoad.core.errors import UserError
-from airoad.core.io import write_jsonl
-from airoad.core.text_checks import DEFAULT_BANNED, banned_hits, load_banned
+from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_jsonl
+from airoad.core.base.options import opt, seed_opt
+from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits, load_banned
 from airoad.data_tools.common import out_problems
 from airoad.data_tools.neg_guard_bank import PAIRS
 
@@ -83,7 +83,7 @@ def run(cfg: NegGuardConfig) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
 
     cfg, _ = load_config(
         NegGuardConfig, argv, prog="airoad data neg-guard", description=__doc__.splitlines()[0]

@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from airoad.core.chat_data import IGNORE, ROLES, Conversation, read_rows, to_conversation
-from airoad.core.config import opt
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
+from airoad.core.base.options import opt
+from airoad.core.data.chat_data import IGNORE, ROLES, Conversation, read_rows, to_conversation
 from airoad.data_tools.common import conversation_key
 
 
@@ -65,7 +65,7 @@ def text_stats(convs: list[Conversation]) -> dict[str, Any]:
 
 def load_tokenizer_or_note(name: str) -> tuple[Any, str | None]:
     """(tokenizer, None), or (None, one-line reason) when it cannot be loaded."""
-    from airoad.core.loading import load_tokenizer
+    from airoad.core.model.loading import load_tokenizer
 
     try:
         return load_tokenizer(name, trust_remote_code=False), None
@@ -77,7 +77,7 @@ def load_tokenizer_or_note(name: str) -> tuple[Any, str | None]:
 
 def token_stats(tok: Any, convs: list[Conversation], max_seq_len: int) -> dict[str, Any]:
     """Token lengths as training renders them, truncation at ``max_seq_len`` and what it costs."""
-    from airoad.core.chat_data import tokenize_conversation
+    from airoad.core.data.chat_data import tokenize_conversation
 
     lengths, lose_all = [], 0
     for c in convs:
@@ -141,7 +141,7 @@ def render(s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
 
     if argv and not argv[0].startswith("-"):
         argv = ["--infile", argv[0], *argv[1:]]  # `airoad data stats FILE ...`

@@ -22,6 +22,6 @@ TARGETS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str]) -> int:
     """Entry point of `airoad export`; returns the exit status (2 with `error:` lines for user mistakes)."""
-    from airoad.core.commands import dispatch
+    from airoad.core.base.commands import dispatch
 
     return dispatch(TARGETS, argv, "airoad export", "target", what="export target")

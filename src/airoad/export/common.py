@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 INFO = "export_info.json"
 CHECK_CHATS = [
@@ -34,8 +34,8 @@ class CheckFailed(Exception):
 
 def check_inputs(cfg: Any) -> tuple[Any, Path]:
     """(resolved source, --out path); UserError before anything loads."""
-    from airoad.core.adapter_source import resolve_source
-    from airoad.core.outputs import output_problems
+    from airoad.core.base.outputs import output_problems
+    from airoad.core.model.adapter_source import resolve_source
 
     source = resolve_source(cfg.base, cfg.adapters)
     out = Path(cfg.out).expanduser()

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 INPUTS = ("inputIds", "causalMask")
 OUTPUT = "logits"

@@ -6,7 +6,7 @@ context length) for iOS 18 / macOS 15, checked before it is kept.
 1. Before any weights load: coremltools is importable and can convert (numpy < 2.4 with
    coremltools 9.0), the adapter dir is usable, ``--out`` is empty or absent (``--overwrite true``
    replaces one airoad wrote), not an input, not inside or around one.
-2. The base loads in float32 and the adapter is merged in (:mod:`airoad.core.merging`).
+2. The base loads in float32 and the adapter is merged in (:mod:`airoad.core.model.merging`).
 3. Per context length: the model is wrapped with its KV cache as two buffers and traced
    (:mod:`airoad.export.coreml_wrapper`); the trace, cache and all, is checked against the merged
    model (chunked prefill, then one token per call) on the check chats; argmax agreement below
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 from airoad.export.common import INFO, CheckFailed, chat_ids, check_inputs, compare_logits, system_line
 from airoad.export.schema import CoremlConfig
 
@@ -157,8 +157,8 @@ def export(cfg: CoremlConfig, printer: Callable[[str], None] = print) -> Path:
     """Run the export (module docstring); returns ``--out``."""
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.merging import load_merged
-    from airoad.core.outputs import install_staged, remove_dead_staging
+    from airoad.core.base.outputs import install_staged, remove_dead_staging
+    from airoad.core.model.merging import load_merged
     from airoad.export import coreml_pack
 
     hf_logging.disable_progress_bar()
@@ -232,7 +232,7 @@ def spec_line(name: str, spec: dict[str, Any], size: int) -> str:
 def export_info(
     cfg: CoremlConfig, source: Any, meta: dict, checks: dict, spec: dict, size: int
 ) -> dict[str, Any]:
-    from airoad.core.artifacts import library_versions
+    from airoad.core.run.artifacts import library_versions
 
     return {
         "base": source.base,
@@ -251,8 +251,8 @@ def export_info(
 
 
 def write_outputs(stage: Path, package: str, info: dict[str, Any]) -> None:
-    from airoad.core.io import write_json
-    from airoad.core.outputs import record
+    from airoad.core.base.io import write_json
+    from airoad.core.base.outputs import record
 
     write_json(stage / INFO, info)
     record(stage, [package, TOKENIZER_DIR, INFO])
@@ -260,10 +260,10 @@ def write_outputs(stage: Path, package: str, info: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad export coreml`; returns the exit status (2: a user mistake, 1: check failed)."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
         from airoad.export.coreml_pack import require_coremltools
 
         cfg, _ = load_config(

@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 # Qwen2's pre-tokenizer split (tokenizer.json ``pre_tokenizer``), also llama.cpp's QWEN2 regex
 QWEN2_SPLIT = (
@@ -210,7 +210,7 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, quant: str, scratch: Path
     GGUF of weight type ``quant`` (f16 | bf16 | q8_0). Returns what was written (for export_info)."""
     import gguf
 
-    from airoad.core.merging import tied
+    from airoad.core.model.merging import tied
 
     check_qwen2(model.config)
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2])

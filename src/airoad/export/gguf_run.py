@@ -6,7 +6,7 @@
    llama.cpp's quantizer), the adapter dir is usable, and ``--out`` is empty or absent
    (``--overwrite true`` replaces one airoad wrote), not an input, not inside or around one.
 2. The base loads in float32 (``--base``, else the run's recorded base) and a LoRA or DoRA adapter
-   is merged in with PEFT ``merge_and_unload`` (:mod:`airoad.core.merging`); ``--base`` alone
+   is merged in with PEFT ``merge_and_unload`` (:mod:`airoad.core.model.merging`); ``--base`` alone
    exports that (merged) checkpoint.
 3. :func:`airoad.export.gguf.write_gguf` writes ``NAME-QUANT.gguf`` into a staging dir beside ``--out``.
 4. Check: transformers reads the GGUF back (``from_pretrained(dir, gguf_file=...)``, which
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 from airoad.export.common import (
     CHECK_CHATS,
     INFO,
@@ -47,7 +47,7 @@ def read_back(stage: Path, file_name: str, device: str) -> Any:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.loading import load_gguf_causal_lm
+    from airoad.core.model.loading import load_gguf_causal_lm
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     # transformers' GGUF reader draws its own tqdm bar (not the hub's): quiet it for this call
@@ -90,10 +90,10 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
     """Run the export (module docstring); returns ``--out``."""
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.artifacts import library_versions
-    from airoad.core.devices import pick_device
-    from airoad.core.merging import load_merged
-    from airoad.core.outputs import install_staged, remove_dead_staging
+    from airoad.core.base.outputs import install_staged, remove_dead_staging
+    from airoad.core.model.devices import pick_device
+    from airoad.core.model.merging import load_merged
+    from airoad.core.run.artifacts import library_versions
     from airoad.export.gguf import write_gguf
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
@@ -170,8 +170,8 @@ def check_line(check: dict[str, Any]) -> str:
 
 def write_outputs(stage: Path, file_name: str, system: str | None, info: dict[str, Any]) -> None:
     """Modelfile, export_info.json and the manifest (what a later --overwrite may replace)."""
-    from airoad.core.io import write_json, write_text
-    from airoad.core.outputs import record
+    from airoad.core.base.io import write_json, write_text
+    from airoad.core.base.outputs import record
     from airoad.export.ollama import modelfile
 
     write_text(stage / MODELFILE, modelfile(file_name, system))
@@ -181,10 +181,10 @@ def write_outputs(stage: Path, file_name: str, system: str | None, info: dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad export gguf`; returns the exit status (2: a user mistake, 1: check failed)."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
 
         cfg, _ = load_config(
             GgufConfig,

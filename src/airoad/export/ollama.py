@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 # ChatML for Ollama (Go text/template): an optional system turn, then each message as
 # <|im_start|>ROLE\nCONTENT<|im_end|>\n, and an open assistant turn after the last non-assistant

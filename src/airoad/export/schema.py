@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core.config import closest, opt
-from airoad.core.schema import DEVICES
+from airoad.core.base.options import closest, opt
+from airoad.core.base.runkeys import DEVICES
 
 QUANTS = ("f16", "bf16", "q8_0")  # what gguf-py itself writes (gguf.quants): no llama.cpp needed
 # llama.cpp's own quantizer (llama-quantize) makes these; gguf-py has no quantizer for them

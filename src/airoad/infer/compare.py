@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 from airoad.infer.schema import CompareConfig
 
 
@@ -92,7 +92,7 @@ def to_terminal(report: dict[str, Any]) -> str:
 
 def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate every side's answers, print them, write the reports asked for; returns the report."""
-    from airoad.core.io import write_json, write_text
+    from airoad.core.base.io import write_json, write_text
     from airoad.infer.sides import answer_all, check_reports, report_header, sample_records
 
     md_path, json_path = report_paths(cfg.out)
@@ -115,10 +115,10 @@ def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad compare`; returns the exit status."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
 
         cfg, _ = load_config(
             CompareConfig,

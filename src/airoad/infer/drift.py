@@ -14,7 +14,7 @@ actually writes. Direction: tuned is the reference distribution, so tokens the t
 of but the base finds unlikely weigh most.
 
 Only answer positions go through the output head, chunk by chunk
-(:func:`airoad.core.head_loss.head_loss` with the tuned side as the teacher): no ``[T, V]`` logits
+(:func:`airoad.core.kernels.head_loss.head_loss` with the tuned side as the teacher): no ``[T, V]`` logits
 are built for prompt tokens, and no chunk holds more than ``chunk x V`` floats.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from airoad.core.head_loss import DenseTeacher, head_loss
-from airoad.core.model_parts import causal_lm, final_hidden
-from airoad.infer.generate import Generation
+from airoad.core.kernels.head_loss import DenseTeacher, head_loss
+from airoad.core.model.generate import Generation
+from airoad.core.model.model_parts import causal_lm, final_hidden
 
 
 @dataclass

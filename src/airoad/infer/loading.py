@@ -16,7 +16,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from airoad.core.adapter_source import (  # noqa: F401  (re-exported: the tools' names for them)
+from airoad.core.model.adapter_source import (  # noqa: F401  (re-exported: the tools' names for them)
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     RUN_CONFIG,
@@ -24,9 +24,9 @@ from airoad.core.adapter_source import (  # noqa: F401  (re-exported: the tools'
     check_adapter_dir,
     resolve_source,
 )
-from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer  # noqa: F401
-from airoad.core.merging import attach_adapters
-from airoad.core.model_source import resolve_model
+from airoad.core.model.loading import LoadError, first_line, load_causal_lm, load_tokenizer  # noqa: F401
+from airoad.core.model.merging import attach_adapters
+from airoad.core.model.model_source import resolve_model
 
 
 @dataclass
@@ -61,12 +61,12 @@ class Loaded:
 def load(
     source: Source, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
 ) -> Loaded:
-    """Load tokenizer, base weights (once) and adapters; device/dtype per airoad.core.devices."""
+    """Load tokenizer, base weights (once) and adapters; device/dtype per airoad.core.model.devices."""
     import warnings
 
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.devices import pick_device, pick_dtype
+    from airoad.core.model.devices import pick_device, pick_dtype
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     # peft calls a transformers property deprecated in v5 when it wraps a model: harmless noise

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
-from airoad.core.merging import merge_adapters, tied
-from airoad.core.outputs import install_staged, output_problems, record, remove_dead_staging
+from airoad.core.base.errors import UserError
+from airoad.core.base.outputs import install_staged, output_problems, record, remove_dead_staging
+from airoad.core.model.merging import merge_adapters, tied
 from airoad.infer.schema import MergeConfig
 
 MERGE_INFO = "airoad_merge.json"
@@ -78,7 +78,7 @@ def merged_generation_config(model: Any, tokenizer: Any) -> Any:
     """The base's generation config with eos = its eos ids + tokenizer eos + end-of-turn, and pad set."""
     import copy
 
-    from airoad.infer.generate import end_of_turn_id
+    from airoad.core.model.generate import end_of_turn_id
 
     gen = copy.deepcopy(model.generation_config)
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
@@ -124,7 +124,7 @@ def merge_and_check(loaded: Any, tolerance: float) -> tuple[Any, dict[str, Any]]
 
 def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
     """Run the merge (module docstring); returns the output directory."""
-    from airoad.core.artifacts import library_versions
+    from airoad.core.run.artifacts import library_versions
     from airoad.infer.loading import load, resolve_source
 
     source = resolve_source(cfg.base, cfg.adapters)
@@ -161,7 +161,7 @@ def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
 
 def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path) -> None:
     """Weights, config, generation config, tokenizer and MERGE_INFO, staged beside ``out`` then renamed in."""
-    from airoad.core.io import write_json
+    from airoad.core.base.io import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_staging(out, "merge")
@@ -176,10 +176,10 @@ def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad merge`; returns the exit status."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
 
         cfg, _ = load_config(
             MergeConfig,

@@ -16,7 +16,7 @@ One JSONL row per pair (TRL's conversational preference format), in file order, 
 training, eval and the data tools); 0 = all. A pair is dropped when the model's answer is empty,
 or equals the chosen one after whitespace normalisation. With ``--reject_unless REGEX`` a pair is
 kept only when the model's answer does NOT match (``re.search``), so its failures become the
-rejected side; an answer holding a banned string (:data:`airoad.core.text_checks.DEFAULT_BANNED`)
+rejected side; an answer holding a banned string (:data:`airoad.core.data.text_checks.DEFAULT_BANNED`)
 is always kept. Every input check (file, rows, regex, ``--out``, adapters) runs before a model loads.
 """
 
@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airoad.core.chat_data import Conversation, DataError, read_rows, seeded_subset, to_conversation
-from airoad.core.errors import UserError
-from airoad.core.io import write_jsonl
-from airoad.core.outputs import output_problems
-from airoad.core.text_checks import DEFAULT_BANNED, banned_hits
+from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_jsonl
+from airoad.core.base.outputs import output_problems
+from airoad.core.data.chat_data import Conversation, DataError, read_rows, seeded_subset, to_conversation
+from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits
 from airoad.infer.schema import PairsConfig
 
 Messages = list[dict[str, str]]
@@ -124,8 +124,8 @@ def read_inputs(cfg: PairsConfig) -> tuple[Any, int, list[tuple[Messages, str]]]
 
 def model_answers(cfg: PairsConfig, source: Any, prompts: list[Messages], printer: Callable) -> list[Any]:
     """Load the model of ``source`` and answer every prompt as its last side (tuned, else base):
-    one :class:`~airoad.infer.generate.Generation` per prompt, in order."""
-    from airoad.infer.generate import generate
+    one :class:`~airoad.core.model.generate.Generation` per prompt, in order."""
+    from airoad.core.model.generate import generate
     from airoad.infer.loading import load
     from airoad.infer.sides import decoding_text
 
@@ -189,7 +189,7 @@ def run(cfg: PairsConfig, printer: Callable[[str], None] = print) -> PairCounts:
 
 
 def main(argv: list[str]) -> int:
-    from airoad.core.config import load_config
+    from airoad.core.base.options import load_config
 
     cfg, _ = load_config(PairsConfig, argv, prog="airoad data pairs", description=__doc__.splitlines()[0])
     run(cfg)

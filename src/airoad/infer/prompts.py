@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airoad.core.chat_data import DataError, read_rows, row_problem, seeded_subset, to_conversation
+from airoad.core.data.chat_data import DataError, read_rows, row_problem, seeded_subset, to_conversation
 
 # Written for airoad: a mix that invites lists and headings and prompts that should get a plain answer.
 BUNDLED_PROMPTS: tuple[str, ...] = (

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from airoad.core.config import opt, seed_opt
-from airoad.core.schema import DEVICES, DTYPES
+from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.runkeys import DEVICES, DTYPES
 
 BASE_HELP = (
     "Base model (hub id or local dir). Optional with --adapters: read from the adapter dir's "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airoad.core.outputs import OutputError, output_problems
+from airoad.core.base.outputs import OutputError, output_problems
 from airoad.infer.loading import Loaded, load, resolve_source
 from airoad.infer.prompts import Prompt, load_prompts
 from airoad.infer.schema import GenerateOptions
@@ -41,7 +41,7 @@ def check_reports(cfg: GenerateOptions, reports: list[Path], extra_inputs: tuple
 
 def answer_all(cfg: GenerateOptions, printer: Callable[[str], None] = print) -> Answers:
     """Resolve inputs and read prompts (user errors surface before any weights load), then generate."""
-    from airoad.infer.generate import generate
+    from airoad.core.model.generate import generate
 
     source = resolve_source(cfg.base, cfg.adapters)
     prompts = load_prompts(cfg.prompts, cfg.n, cfg.seed)
@@ -79,7 +79,7 @@ def decoding_text(cfg: GenerateOptions) -> str:
 
 
 def side_record(gen: Any) -> dict[str, Any]:
-    """The JSON record of one answer (a :class:`~airoad.infer.generate.Generation`)."""
+    """The JSON record of one answer (a :class:`~airoad.core.model.generate.Generation`)."""
     return {
         "answer": gen.text,
         "n_tokens": gen.n_tokens,

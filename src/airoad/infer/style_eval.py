@@ -3,11 +3,11 @@
     airoad eval --adapters outputs/qwen05b_fast_plain --prompts data/sft/x.jsonl --n 60 --out outputs/style.json
 
 Per sample and side: ``answer``, ``has_list``, ``has_heading``, ``banned_hits`` (the banned strings
-found), ``n_tokens``, ``stopped``, ``seconds``, ``tokens_per_s`` (see :mod:`airoad.infer.generate`
+found), ``n_tokens``, ``stopped``, ``seconds``, ``tokens_per_s`` (see :mod:`airoad.core.model.generate`
 for the timing contract); the tuned side adds ``drift``. Per side, ``summary``:
 
 - ``pct_list`` / ``pct_heading``: percent of answers with a Markdown list / heading
-  (:mod:`airoad.core.text_checks`, outside code fences);
+  (:mod:`airoad.core.data.text_checks`, outside code fences);
 - ``avg_banned_hits``: mean number of distinct banned strings per answer;
 - ``avg_len_tokens``: mean answer length in tokens (stop token not counted);
 - ``avg_tokens_per_s``: mean of the samples' ``tokens_per_s``;
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.text_checks import banned_hits, has_heading, has_list, load_banned
+from airoad.core.data.text_checks import banned_hits, has_heading, has_list, load_banned
 from airoad.infer.schema import EvalConfig
 
 # in table order; pct_expect only when --expect is given
@@ -93,7 +93,7 @@ def table(report: dict[str, Any]) -> str:
 
 def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate, score, summarise, measure drift; print the table, write ``cfg.out``; returns the report."""
-    from airoad.core.io import write_json
+    from airoad.core.base.io import write_json
     from airoad.infer.sides import answer_all, check_reports, report_header, sample_records
 
     if cfg.out:
@@ -134,10 +134,10 @@ def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad eval`; returns the exit status."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
 
         cfg, _ = load_config(
             EvalConfig,

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from airoad.core.chat_data import ROLES, DataError, LoadStats, assistant_char_spans, read_rows
+from airoad.core.data.chat_data import ROLES, DataError, LoadStats, assistant_char_spans, read_rows
 
 Messages = list[dict[str, str]]
 PAIR_KEYS = ("prompt", "chosen", "rejected")

@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from airoad.core.context import RunContext
-from airoad.core.rundir import RunError, check_output_dir, exit_status, world
+from airoad.core.run.context import RunContext
+from airoad.core.run.rundir import RunError, check_output_dir, exit_status, world
 from airoad.pref.schema import PER_INVOCATION, PrefConfig
 
 # The log columns of each method, the loss first.
@@ -40,7 +40,7 @@ def resolve_init(cfg: PrefConfig, base_given: bool, printer=print) -> None:
     given, and its LoRA settings (the adapter keeps its shape). RunError/LoadError: one line."""
     if not cfg.init_adapter:
         return
-    from airoad.core.adapter_source import resolve_source
+    from airoad.core.model.adapter_source import resolve_source
 
     src = resolve_source(cfg.base_model if base_given else None, cfg.init_adapter, flag="init_adapter")
     for note in src.notes:
@@ -66,10 +66,10 @@ def use_ref_cache(cfg: PrefConfig, n_rows: int) -> bool:
 def pref(cfg: PrefConfig, t_start: float | None = None, printer=print, base_given: bool = True):
     """Run one preference job; returns (output directory, the finished trainer). User mistakes raise
     one-line errors before any weights load."""
-    from airoad.core.devices import check_4bit, check_liger, pick_device, pick_dtype
-    from airoad.core.fit import check_trackers, fit
-    from airoad.core.loading import load_tokenizer
-    from airoad.core.model_source import resolve_model
+    from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
+    from airoad.core.model.loading import load_tokenizer
+    from airoad.core.model.model_source import resolve_model
+    from airoad.core.run.fit import check_trackers, fit
     from airoad.pref.data import kto_order, read_data, tokenize_samples
 
     t_start = t_start or time.time()
@@ -104,8 +104,8 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print, base_give
 
 def build_model(ctx: RunContext) -> Any:
     """The base with a fresh adapter, or with the init adapter loaded trainable."""
-    from airoad.core.adapters import wrap_with_adapters
-    from airoad.core.loading import load_run_base
+    from airoad.core.model.adapters import wrap_with_adapters
+    from airoad.core.model.loading import load_run_base
 
     cfg = ctx.cfg
     base = load_run_base(ctx.source, ctx.dtype, cfg)
@@ -113,7 +113,7 @@ def build_model(ctx: RunContext) -> Any:
         return wrap_with_adapters(base, cfg)
     from peft import PeftModel
 
-    from airoad.core.adapters import lean_training_paths
+    from airoad.core.model.adapters import lean_training_paths
 
     return lean_training_paths(PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True))
 
@@ -152,7 +152,7 @@ def trl_args(ctx: RunContext, args: dict[str, Any]) -> Any:
 def freeze_reference(trainer: Any, cfg: PrefConfig) -> None:
     """TRL copies a PeftModel's adapter into a "ref" adapter. A fresh adapter's reference is the
     base (adapters off) and ORPO has none: drop the copy. An init adapter's copy stays, frozen."""
-    from airoad.core.model_parts import unwrap
+    from airoad.core.model.model_parts import unwrap
 
     peft_model = unwrap(trainer.model)
     if "ref" not in peft_model.peft_config:
@@ -166,7 +166,7 @@ def freeze_reference(trainer: Any, cfg: PrefConfig) -> None:
 
 
 def pref_lane(train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]], method: str) -> Any:
-    from airoad.core.fit import Lane
+    from airoad.core.run.fit import Lane
 
     def build_trainer(ctx: RunContext, model: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
         from datasets import Dataset
@@ -219,10 +219,10 @@ def _stderr(line: str) -> None:
 
 def main(argv: list[str] | None = None, prog: str = "airoad pref") -> int:
     """Entry point of `airoad pref`; returns the exit status."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
 
         t0 = time.time()
         cfg, sources = load_config(

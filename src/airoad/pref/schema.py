@@ -1,13 +1,13 @@
-"""The `airoad pref` config: the shared run keys (:class:`airoad.core.schema.RunKeys`, same names
+"""The `airoad pref` config: the shared run keys (:class:`airoad.core.base.runkeys.RunKeys`, same names
 and meaning as `airoad train`) plus the preference keys. Nothing here imports torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core import schema as core
-from airoad.core.config import opt
-from airoad.core.schema import redefault
+from airoad.core.base import runkeys as core
+from airoad.core.base.options import opt
+from airoad.core.base.runkeys import redefault
 
 METHODS = ("dpo", "orpo", "kto")
 # DPO's loss variants as TRL 1.16's DPOConfig.loss_type names them (trl/trainer/dpo_trainer.py).

@@ -10,7 +10,7 @@ change, and why:
 - **Head**: TRL's fused LM head scores only completion positions on Triton devices; elsewhere (CPU)
   it projects every position, prompt and padding included, computes entropy, mean logits and
   top-1 flags on the full vocabulary, and projects again in backward. Ours
-  (:func:`airoad.core.token_logprobs.token_logprobs`) scores completion positions only, once, and
+  (:func:`airoad.core.kernels.token_logprobs.token_logprobs`) scores completion positions only, once, and
   returns zeros for the metric-only fields, whose log keys are dropped.
 - **Reference cache**: TRL's ``precompute_ref_log_probs`` hashes every weight of the model
   (``hash_module``: seconds and a float32 copy per tensor) to key an on-disk cache; ours computes
@@ -32,9 +32,9 @@ from transformers import Trainer
 from trl import DPOTrainer, KTOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
-from airoad.core.model_parts import causal_lm, unwrap
-from airoad.core.token_counts import TokenCounts
-from airoad.core.token_logprobs import token_logprobs
+from airoad.core.kernels.token_logprobs import token_logprobs
+from airoad.core.model.model_parts import causal_lm, unwrap
+from airoad.core.run.token_counts import TokenCounts
 
 # TRL's metric keys -> our log columns; keys not here are dropped (our head leaves them zero).
 LOG_KEYS = {

@@ -89,7 +89,7 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
     ``--config`` names the train YAML, not a probe config, so it never reaches ``load_config``; and
     argparse keeps only the last of repeated ``--set`` flags, so their values are gathered here.
     Raises ConfigError (one line per problem)."""
-    from airoad.core.config import ConfigError
+    from airoad.core.base.options import ConfigError
 
     train_yaml, sets, rest, problems = None, [], [], []
     i = 0
@@ -125,7 +125,7 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
 def train_overrides(items: list[str]) -> dict[str, str]:
     """``--set`` items as {key: value}; ConfigError for items that are not KEY=VALUE, or a key twice.
     Whether a key is a train key, and its value good, is train's to say (before anything loads)."""
-    from airoad.core.config import ConfigError
+    from airoad.core.base.options import ConfigError
 
     overrides, problems = {}, []
     for item in items:
@@ -157,7 +157,7 @@ def train_flags(overrides: dict[str, str]) -> list[str]:
 def read_train_yaml(path: str) -> dict[str, Any]:
     """The train YAML's top-level mapping, read the way `airoad train` reads it (same one-line
     errors: no such file, not UTF-8, invalid YAML, not a mapping). Its keys are train's to check."""
-    from airoad.core.config import ConfigError, _yaml_with_lines  # train's reader: the same messages
+    from airoad.core.base.options import ConfigError, _yaml_with_lines  # train's reader: the same messages
 
     p = Path(path)
     if p.is_dir():
@@ -170,7 +170,7 @@ def read_train_yaml(path: str) -> dict[str, Any]:
 def run_output_dir(data: dict[str, Any], overrides: dict[str, str]) -> Path:
     """output_dir as train will resolve it: the override, else the YAML's, else the schema default.
     A value train will refuse (not a string) falls back to the default: train's error comes first."""
-    from airoad.core.schema import RunKeys
+    from airoad.core.base.runkeys import RunKeys
 
     default = next(f.default for f in dataclasses.fields(RunKeys) if f.name == "output_dir")
     value = overrides.get("output_dir", data.get("output_dir"))
@@ -180,7 +180,7 @@ def run_output_dir(data: dict[str, Any], overrides: dict[str, str]) -> Path:
 def foreign_probe_files(out: Path, names: list[str]) -> list[str]:
     """One line if output_dir holds one of ``names`` that airoad did not write (not in its manifest):
     the probe would replace a user's file."""
-    from airoad.core.outputs import recorded
+    from airoad.core.base.outputs import recorded
 
     if not out.is_dir():
         return []
@@ -198,8 +198,8 @@ def foreign_probe_files(out: Path, names: list[str]) -> list[str]:
 def make_plan(argv: list[str]) -> Plan:
     """Parse and check everything the probe can check before training; UserError (one line per
     problem) otherwise. Reads the YAML and the prompt files; writes nothing."""
-    from airoad.core.config import ConfigError, load_config
-    from airoad.core.errors import UserError
+    from airoad.core.base.errors import UserError
+    from airoad.core.base.options import ConfigError, load_config
     from airoad.infer.prompts import load_prompts
 
     train_yaml, rest = split_argv(argv)
@@ -228,7 +228,7 @@ def make_plan(argv: list[str]) -> Plan:
 def generation_flags(cfg: ProbeConfig) -> list[str]:
     """The decoding options that differ from compare's and eval's defaults (the same dataclass), and
     the seed: the flags that make those commands decode as the probe asked."""
-    from airoad.core.config import default_of
+    from airoad.core.base.options import default_of
     from airoad.infer.schema import GenerateOptions, Generation
 
     names = [f.name for f in dataclasses.fields(Generation)] + ["seed"]
@@ -299,8 +299,8 @@ def read_run(out: Path) -> dict[str, Any]:
 def finish(plan: Plan, printer: Callable[[str], None]) -> Path:
     """Steps 2-4 into a temporary folder, then the page, then every file into output_dir under the
     output_dir lock (:func:`install`); returns the report path."""
-    from airoad.core.errors import UserError
-    from airoad.core.outputs import acquire_lock, release_lock
+    from airoad.core.base.errors import UserError
+    from airoad.core.base.outputs import acquire_lock, release_lock
     from airoad.probe.report import ReportInputs, render
 
     out = plan.out
@@ -336,8 +336,8 @@ def install(out: Path, names: list[str], tmp: Path, page: str) -> None:
     """``names`` into output_dir: recorded in its manifest first (a later ``--overwrite`` knows them
     as airoad's, even if this is killed half-way), then each written atomically; probe files of an
     earlier probe that this one does not write (e.g. a general eval) are removed, being airoad's."""
-    from airoad.core.io import write_text
-    from airoad.core.outputs import record, recorded
+    from airoad.core.base.io import write_text
+    from airoad.core.base.outputs import record, recorded
 
     stale = [n for n in PROBE_FILES if n not in names and n in recorded(out)]
     record(out, names)
@@ -371,7 +371,7 @@ def commands(plan: Plan, shown: dict[str, list[str]]) -> list[tuple[str, str]]:
 
 def help_text() -> str:
     """`airoad probe --help`: --config, then every ProbeConfig option with its help and default."""
-    from airoad.core.config import default_of
+    from airoad.core.base.options import default_of
 
     lines = [
         USAGE,
@@ -415,7 +415,7 @@ def probe(argv: list[str], printer: Callable[[str], None] = print) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad probe`; returns the exit status."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):

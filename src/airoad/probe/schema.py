@@ -1,7 +1,7 @@
 """Options of `airoad probe` (no torch).
 
 ``--config FILE`` is the *train* YAML, so it is not an option of this schema: :mod:`airoad.probe.run`
-takes it (and merges repeated ``--set``) out of argv before :func:`airoad.core.config.load_config`
+takes it (and merges repeated ``--set``) out of argv before :func:`airoad.core.base.options.load_config`
 parses the rest. The decoding options are :class:`airoad.infer.schema.Generation`'s, declared once
 there, and are handed to `airoad compare` and `airoad eval` as they are.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core.config import opt, seed_opt
+from airoad.core.base.options import opt, seed_opt
 from airoad.infer.schema import Generation, regex_problems
 
 DEV_PROMPTS = "data/sft/example_dev.jsonl"

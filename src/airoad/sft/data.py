@@ -1,6 +1,6 @@
 """SFT's data: the train and dev files, validated, then tokenised into examples with loss labels.
 
-Reading, row checks and the per-conversation labels are the core's (:mod:`airoad.core.chat_data`);
+Reading, row checks and the per-conversation labels are the core's (:mod:`airoad.core.data.chat_data`);
 what is SFT's own is the policy: truncate at ``max_seq_len``, drop what keeps no trained token, and
 count both into the load stats. Anchor conversations (``kl_anchor_path``) become examples too, marked
 ``kl_only``: their assistant tokens carry KL to the base and no CE.
@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from airoad.core.chat_data import (
+from airoad.core.data.chat_data import (
     IGNORE,
     Conversation,
     DataError,

@@ -9,7 +9,7 @@ the tokenizer, run_config.yaml (resolved config; rerun with --config), run_info.
 and with ``save_every_steps`` HF checkpoints under checkpoints/ (``--resume true`` continues).
 
 SFT's own parts are here and beside it (schema, data policy, trainer, teacher cache); the run
-skeleton, run directory, callbacks and artifacts are the core's (:mod:`airoad.core.fit`).
+skeleton, run directory, callbacks and artifacts are the core's (:mod:`airoad.core.run.fit`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from airoad.core.context import RunContext
-from airoad.core.rundir import TEACHER_CACHE_LINK, RunError, check_output_dir, exit_status, world
+from airoad.core.run.context import RunContext
+from airoad.core.run.rundir import TEACHER_CACHE_LINK, RunError, check_output_dir, exit_status, world
 from airoad.sft.data import Example, build_examples, read_data
 from airoad.sft.schema import PER_INVOCATION, TrainConfig
 
@@ -32,10 +32,10 @@ METRICS = ("loss", "ce", "kl")  # SFT's log columns: total, cross-entropy, KL to
 def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tuple[Path, Any]:
     """Run one training job; returns (output directory, the finished trainer). Raises
     RunError/DataError/DeviceError (user mistakes, one line each) before any weights load."""
-    from airoad.core.devices import check_4bit, check_liger, pick_device, pick_dtype
-    from airoad.core.fit import check_trackers, fit
-    from airoad.core.loading import load_tokenizer
-    from airoad.core.model_source import resolve_model
+    from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
+    from airoad.core.model.loading import load_tokenizer
+    from airoad.core.model.model_source import resolve_model
+    from airoad.core.run.fit import check_trackers, fit
 
     t_start = t_start or time.time()
     out, ckpt = check_output_dir(cfg, PER_INVOCATION)
@@ -77,7 +77,7 @@ def check_kl_cache_dir(cfg: TrainConfig) -> None:
     """A KL run's teacher-cache folder must be a folder, or creatable (before anything loads)."""
     if not uses_kl(cfg) or cfg.kl_cache == "off" or not cfg.kl_cache_dir:
         return
-    from airoad.core.outputs import creatable
+    from airoad.core.base.outputs import creatable
 
     path = Path(cfg.kl_cache_dir).expanduser()
     if path.exists() and not path.is_dir():
@@ -88,11 +88,11 @@ def check_kl_cache_dir(cfg: TrainConfig) -> None:
 
 def sft_lane(train_ex: list[Example], dev_ex: list[Example]) -> Any:
     """SFT as the core's skeleton runs it: LoRA/DoRA on the base, airoad's trainer, KL's cache."""
-    from airoad.core.fit import Lane
+    from airoad.core.run.fit import Lane
 
     def build_model(ctx: RunContext) -> Any:
-        from airoad.core.adapters import wrap_with_adapters
-        from airoad.core.loading import load_run_base
+        from airoad.core.model.adapters import wrap_with_adapters
+        from airoad.core.model.loading import load_run_base
 
         cfg = ctx.cfg
         base = load_run_base(ctx.source, ctx.dtype, cfg)
@@ -190,10 +190,10 @@ def _stderr(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `airoad train`; returns the exit status."""
-    from airoad.core.commands import run_guarded
+    from airoad.core.base.commands import run_guarded
 
     def go() -> int:
-        from airoad.core.config import load_config
+        from airoad.core.base.options import load_config
 
         t0 = time.time()
         cfg, _ = load_config(

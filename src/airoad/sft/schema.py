@@ -1,4 +1,4 @@
-"""The `airoad train` config: the shared run keys (:class:`airoad.core.schema.RunKeys`) plus SFT's
+"""The `airoad train` config: the shared run keys (:class:`airoad.core.base.runkeys.RunKeys`) plus SFT's
 own, every option declared once with its help text and checks.
 
 These names are the public interface (YAML keys and `--<name>` flags). Nothing here imports torch.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core import schema as core
-from airoad.core.config import opt
+from airoad.core.base import runkeys as core
+from airoad.core.base.options import opt
 
 # The teacher cache is how KL is computed, not what: a resumed run may switch it.
 PER_INVOCATION = core.PER_INVOCATION | {"kl_cache", "kl_cache_dir"}

@@ -3,7 +3,7 @@
 For a fixed data set the teacher (the base model, adapters disabled) never changes, so a KL run
 that sees its examples several times need not run the teacher forward every step. We store, per
 trained position, the top-``k`` token ids and log-probs at temperature tau (the remaining mass is
-one tail bucket, see :class:`airoad.core.head_loss.TopKTeacher`) in one safetensors file named by a
+one tail bucket, see :class:`airoad.core.kernels.head_loss.TopKTeacher`) in one safetensors file named by a
 hash of everything that determines it: base weights (fingerprint), token ids and labels of every
 example (so data, template, system prompt and max_seq_len), tau and k. Runs that share these reuse
 the file; any change gives a new key.
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from airoad.core.chat_data import IGNORE
-from airoad.core.head_loss import TopKTeacher
+from airoad.core.data.chat_data import IGNORE
+from airoad.core.kernels.head_loss import TopKTeacher
 from airoad.sft.data import Example
 
 DEFAULT_DIR = Path.home() / ".cache" / "airoad" / "teacher_cache"
@@ -84,7 +84,7 @@ def build(
     peft_model: Any, examples: list[Example], tau: float, k: int, chunk: int, device: str
 ) -> TeacherCache:
     """Run the base model (adapters disabled) once over every example; keep top-k log-probs at tau."""
-    from airoad.core.model_parts import causal_lm, final_hidden
+    from airoad.core.model.model_parts import causal_lm, final_hidden
 
     head = causal_lm(peft_model).get_output_embeddings()
     idx_parts, logp_parts, offsets = [], [], [0]

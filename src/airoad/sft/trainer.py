@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
-from airoad.core.chat_data import IGNORE
-from airoad.core.head_loss import DenseTeacher, head_loss
-from airoad.core.model_parts import causal_lm, final_hidden, unwrap
-from airoad.core.token_counts import TokenCounts
+from airoad.core.data.chat_data import IGNORE
+from airoad.core.kernels.head_loss import DenseTeacher, head_loss
+from airoad.core.model.model_parts import causal_lm, final_hidden, unwrap
+from airoad.core.run.token_counts import TokenCounts
 from airoad.sft.data import Example
 
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airoad.core import callbacks as cb
-from airoad.core.chat_data import file_sha256
-from airoad.core.context import RunContext
-from airoad.core.outputs import release_lock
-from airoad.core.rundir import (
+from airoad.core.base.outputs import release_lock
+from airoad.core.data.chat_data import file_sha256
+from airoad.core.run import callbacks as cb
+from airoad.core.run.context import RunContext
+from airoad.core.run.rundir import (
     CHECKPOINTS,
     KEEP_CHECKPOINTS,
     global_batch,
@@ -50,7 +50,7 @@ class Lane:
     the plot's second y axis. ``build_model(ctx)`` returns the
     model with its adapters; ``build_trainer(ctx, model, args_kwargs, callbacks)`` an HF Trainer
     (subclass) built with ``TrainingArguments(**args_kwargs)`` or a subclass of it, that mixes in
-    :class:`airoad.core.token_counts.TokenCounts`. ``before_train(ctx, trainer, state)`` runs
+    :class:`airoad.core.run.token_counts.TokenCounts`. ``before_train(ctx, trainer, state)`` runs
     once the trainer exists (SFT: the teacher cache)."""
 
     metrics: tuple[str, ...]
@@ -67,7 +67,7 @@ def check_trackers(report_to: str) -> None:
     loads (the Trainer would only refuse it after the model is in memory)."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    from airoad.core.rundir import RunError
+    from airoad.core.run.rundir import RunError
 
     names = [n.strip() for n in report_to.split(",") if n.strip()]
     unknown = [n for n in names if n not in ("none", "all") and n not in INTEGRATION_TO_CALLBACK]
@@ -82,7 +82,7 @@ def quiet_libraries() -> None:
 
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.loading import quiet_renames
+    from airoad.core.model.loading import quiet_renames
 
     hf_logging.disable_progress_bar()
     # Checkpoint rotation falls back to step order when mtimes are close (always, for fast runs).
@@ -142,7 +142,7 @@ def training_kwargs(ctx: RunContext, has_dev: bool) -> dict[str, Any]:
 
 
 def model_line(ctx: RunContext, model: Any) -> str:
-    from airoad.core.adapters import trainable_summary
+    from airoad.core.model.adapters import trainable_summary
 
     cfg = ctx.cfg
     trainable, total = trainable_summary(model)
@@ -192,7 +192,7 @@ def resume_counters(trainer: Any, state: cb.RunState, stateful: list[cb.Resumabl
     """Our part of a checkpoint back in place (HF restores weights, optimizer, scheduler, RNG and
     data position itself in ``train(resume_from_checkpoint=...)``). The whole-job token counts go
     to rank 0: run_totals sums the ranks."""
-    from airoad.core.rundir import read_checkpoint_state
+    from airoad.core.run.rundir import read_checkpoint_state
 
     saved = read_checkpoint_state(ckpt)
     cb.restore_run_state(state, stateful, saved)
@@ -226,7 +226,7 @@ def fit(ctx: RunContext, lane: Lane) -> Any:
 def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     from transformers import PrinterCallback
 
-    from airoad.core.adapters import lora_in_autocast
+    from airoad.core.model.adapters import lora_in_autocast
 
     cfg, printer = ctx.cfg, ctx.printer
     sync_ranks(ctx.device)
@@ -258,7 +258,7 @@ def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
 def finish(ctx: RunContext, trainer: Any, state: cb.RunState, lane: Lane, t_end_train: float) -> None:
     """Every rank stages the adapter (a collective under FSDP/DeepSpeed); rank 0 writes the run's
     files and says where they are."""
-    from airoad.core.artifacts import save_run, stage_adapter, summary_lines
+    from airoad.core.run.artifacts import save_run, stage_adapter, summary_lines
 
     totals = trainer.run_totals()
     finite = state.stop_reason != "non_finite_loss"

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from airoad.core.errors import UserError
-from airoad.core.io import read_utf8
+from airoad.core.base.errors import UserError
+from airoad.core.base.io import read_utf8
 
 T = TypeVar("T")
 ROLES = ("system", "user", "assistant")

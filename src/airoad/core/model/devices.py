@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 
 class DeviceError(UserError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airoad.core.loading import LoadError, first_line, safetensors_problem
+from airoad.core.model.loading import LoadError, first_line, safetensors_problem
 
 RUN_CONFIG = "run_config.yaml"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -19,8 +19,8 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from airoad.core.io import write_csv, write_json
-from airoad.core.rundir import STATE_FILE
+from airoad.core.base.io import write_csv, write_json
+from airoad.core.run.rundir import STATE_FILE
 
 # A lane's metrics (its trainer's log keys, the loss first) sit between these in every log row.
 ROW_HEAD = ("step",)

@@ -5,7 +5,7 @@ GGUF).
 :func:`attach_adapters` wraps a loaded base with a run's adapters (``PeftModel.from_pretrained``,
 safetensors only); :func:`merge_adapters` folds them in with PEFT's ``merge_and_unload``
 (``safe_merge``: NaNs are refused; LoRA and DoRA alike); :func:`load_merged` does both from a
-resolved :class:`~airoad.core.adapter_source.Source`, in float32 (merge arithmetic in bf16 would
+resolved :class:`~airoad.core.model.adapter_source.Source`, in float32 (merge arithmetic in bf16 would
 round a small adapter update away).
 """
 
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from airoad.core.adapter_source import Source
-from airoad.core.loading import LoadError, first_line, load_causal_lm, load_tokenizer, quiet_renames
+from airoad.core.model.adapter_source import Source
+from airoad.core.model.loading import LoadError, first_line, load_causal_lm, load_tokenizer, quiet_renames
 
 
 def attach_adapters(model: Any, source: Source) -> Any:
     """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
     from peft import PeftModel
 
-    from airoad.core.dora_cache import cache_dora_norms
+    from airoad.core.kernels.dora_cache import cache_dora_norms
 
     try:
         peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
@@ -54,7 +54,7 @@ def load_merged(source: Source, device: str = "cpu", trust_remote_code: bool = F
     adapters merged in when ``source`` has them; the tokenizer the run trained with."""
     import torch
 
-    from airoad.core.model_source import resolve_model
+    from airoad.core.model.model_source import resolve_model
 
     quiet_renames()  # loading a model calls transformers' renamed checkpointing API
     base = resolve_model(source.base, key="base")  # an unreachable hub: one line, now

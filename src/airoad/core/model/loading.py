@@ -1,8 +1,8 @@
 """The one loader of tokenizers and causal-LM weights, with one error path, for every command.
 
 Weights load from safetensors only (a pickled ``.bin`` can run code), through
-:func:`airoad.core.lean_load.load_widened` (a bf16 checkpoint widened to fp32 tensor by tensor, ~1 GB
-lower peak). A model named by hub id is resolved first (:mod:`airoad.core.model_source`), so an
+:func:`airoad.core.model.lean_load.load_widened` (a bf16 checkpoint widened to fp32 tensor by tensor, ~1 GB
+lower peak). A model named by hub id is resolved first (:mod:`airoad.core.model.model_source`), so an
 unreachable hub is one line in a second, not a minute of retries.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airoad.core.errors import UserError
-from airoad.core.model_source import ModelSource, resolve_model
+from airoad.core.base.errors import UserError
+from airoad.core.model.model_source import ModelSource, resolve_model
 
 
 class LoadError(UserError):
@@ -99,8 +99,8 @@ def load_causal_lm(
     (quantization_config, device_map)."""
     from transformers import AutoModelForCausalLM
 
-    from airoad.core.lean_load import load_widened
-    from airoad.core.onednn import bound_primitive_cache
+    from airoad.core.model.lean_load import load_widened
+    from airoad.core.model.onednn import bound_primitive_cache
 
     bound_primitive_cache()  # every command loads its model here, before its first matmul
     src = _source(model, key)
@@ -158,7 +158,7 @@ def load_base_for_training(
 
 def load_run_base(source: ModelSource, dtype: Any, cfg: Any) -> Any:
     """:func:`load_base_for_training` with a lane config's shared keys (trust_remote_code,
-    load_in_4bit, gradient_checkpointing: :class:`airoad.core.schema.RunKeys`)."""
+    load_in_4bit, gradient_checkpointing: :class:`airoad.core.base.runkeys.RunKeys`)."""
     return load_base_for_training(
         source,
         dtype,

@@ -10,17 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from airoad.core.callbacks import LossLogger, RunState
-from airoad.core.chat_data import file_sha256
-from airoad.core.context import RunContext
-from airoad.core.io import move_dir_contents, write_bytes, write_json
-from airoad.core.outputs import record
-from airoad.core.rundir import ADAPTER_STAGING, global_batch, world, write_run_config
+from airoad.core.base.io import move_dir_contents, write_bytes, write_json
+from airoad.core.base.outputs import record
+from airoad.core.data.chat_data import file_sha256
+from airoad.core.run.callbacks import LossLogger, RunState
+from airoad.core.run.context import RunContext
+from airoad.core.run.rundir import ADAPTER_STAGING, global_batch, world, write_run_config
 
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Python's and the libraries' versions (plus ``extra`` distributions) for run records."""
-    from airoad.core.devices import package_versions
+    from airoad.core.model.devices import package_versions
 
     names = ("airoad", "torch", "transformers", "peft", "trl", "accelerate", "datasets", *extra)
     return {"python": platform.python_version(), **package_versions(names)}

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 
 class OutputError(UserError):
@@ -139,7 +139,7 @@ def recorded(directory: Path) -> set[str]:
 
 def record(directory: Path, names: Iterable[str]) -> None:
     """Add ``names`` (entries directly in ``directory``) to its manifest, atomically."""
-    from airoad.core.io import write_json
+    from airoad.core.base.io import write_json
 
     write_json(directory / MANIFEST, {"files": sorted(recorded(directory) | set(names))})
 

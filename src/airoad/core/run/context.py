@@ -1,5 +1,5 @@
 """What one training run knows once its config, data, output_dir and model source are checked:
-handed from a lane's entry to the core's skeleton (:mod:`airoad.core.fit`) and its artifacts."""
+handed from a lane's entry to the core's skeleton (:mod:`airoad.core.run.fit`) and its artifacts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airoad.core.chat_data import LoadStats
-from airoad.core.model_source import ModelSource
+from airoad.core.data.chat_data import LoadStats
+from airoad.core.model.model_source import ModelSource
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """A bound on oneDNN's primitive cache, so a bf16 CPU run's memory does not grow with every new
-sequence length. :func:`airoad.core.loading.load_causal_lm`, the one model loader, calls it: every
+sequence length. :func:`airoad.core.model.loading.load_causal_lm`, the one model loader, calls it: every
 command and every Python caller loads its model there before the model's first matmul.
 
 Why (measured on Qwen2.5-0.5B, bf16 LoRA, GSM8K, ``bench/profile_step.py``; BENCHMARKS.md): torch

@@ -15,9 +15,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from airoad.core.chat_data import file_sha256
-from airoad.core.errors import UserError
-from airoad.core.outputs import (
+from airoad.core.base.errors import UserError
+from airoad.core.base.outputs import (
     LOCK,
     MANIFEST,
     acquire_lock,
@@ -31,6 +30,7 @@ from airoad.core.outputs import (
     record,
     remove_recorded,
 )
+from airoad.core.data.chat_data import file_sha256
 
 CHECKPOINTS = "checkpoints"  # HF writes checkpoint-N dirs here (save_every_steps)
 KEEP_CHECKPOINTS = 2  # the newest, and one before it in case the newest was cut short
@@ -65,7 +65,7 @@ def run_config_dict(cfg: Any) -> dict[str, Any]:
 def write_run_config(cfg: Any, out: Path) -> None:
     import yaml
 
-    from airoad.core.io import write_text
+    from airoad.core.base.io import write_text
 
     write_text(out / "run_config.yaml", yaml.safe_dump(run_config_dict(cfg), sort_keys=False))
 
@@ -171,7 +171,7 @@ def resume_mismatches(cfg: Any, out: Path, per_invocation: frozenset[str]) -> li
     """One line per key that differs from the run being resumed (keys in ``per_invocation`` may)."""
     import yaml
 
-    from airoad.core.config import coerce, field_types
+    from airoad.core.base.options import coerce, field_types
 
     saved_path = out / "run_config.yaml"
     if not saved_path.is_file():
@@ -216,7 +216,7 @@ def prepare_output_dir(cfg: Any, out: Path, ckpt: Path | None) -> None:
     """Rank 0, after every rank checked: create and lock output_dir, clear what an overwrite replaces
     (only files airoad recorded writing there) or an interrupted save left behind, and write
     run_config.yaml first (a killed run can be resumed with `--config output_dir/run_config.yaml
-    --resume true`). The lock is released by :func:`airoad.core.outputs.release_lock`."""
+    --resume true`). The lock is released by :func:`airoad.core.base.outputs.release_lock`."""
     out.mkdir(parents=True, exist_ok=True)
     acquire_lock(out, "output_dir")
     for p in out.iterdir():  # debris of a dead process: we hold the lock, nobody else writes here

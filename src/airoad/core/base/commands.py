@@ -9,8 +9,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from airoad.core.config import closest
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
+from airoad.core.base.options import closest
 
 
 def usage(table: dict[str, tuple[str, str]], prog: str = "airoad", noun: str = "command") -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -55,9 +55,9 @@ def wrap_with_adapters(model: nn.Module, cfg: Any) -> Any:
     """Wrap ``model`` in a PEFT LoRA/DoRA adapter per cfg (lora_r, lora_alpha, lora_dropout,
     lora_target_mode, use_dora, seed). Base weights are frozen by PEFT. LoRA dropout is swapped for
     :class:`FastDropout` (same distribution, cheaper masks on CPU) and DoRA norms are cached per
-    adapter update (:mod:`airoad.core.dora_cache`), each adapted layer is one autograd node
-    (:mod:`airoad.core.fused_lora`), and the MLPs and norms keep less for backward
-    (:mod:`airoad.core.lean_layers`); none changes what is saved."""
+    adapter update (:mod:`airoad.core.kernels.dora_cache`), each adapted layer is one autograd node
+    (:mod:`airoad.core.kernels.fused_lora`), and the MLPs and norms keep less for backward
+    (:mod:`airoad.core.kernels.lean_layers`); none changes what is saved."""
     from peft import LoraConfig, get_peft_model
 
     targets = target_modules(model, cfg.lora_target_mode)
@@ -77,10 +77,10 @@ def lean_training_paths(peft_model: Any) -> Any:
     """The training-time swaps every lane's adapted model gets (none changes a weight or what is
     saved): FastDropout, cached DoRA norms, fused LoRA/DoRA layers, lean SwiGLU/RMSNorm
     activations. Returns the model."""
-    from airoad.core.dora_cache import cache_dora_norms
-    from airoad.core.fast_dropout import use_fast_lora_dropout
-    from airoad.core.fused_lora import use_fused_lora
-    from airoad.core.lean_layers import use_lean_layers
+    from airoad.core.kernels.dora_cache import cache_dora_norms
+    from airoad.core.kernels.fast_dropout import use_fast_lora_dropout
+    from airoad.core.kernels.fused_lora import use_fused_lora
+    from airoad.core.kernels.lean_layers import use_lean_layers
 
     use_fast_lora_dropout(peft_model)
     cache_dora_norms(peft_model)

@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from airoad.core.chat_data import assistant_char_spans
-from airoad.core.model_parts import causal_lm
+from airoad.core.data.chat_data import assistant_char_spans
+from airoad.core.model.model_parts import causal_lm
 
 Messages = list[dict[str, str]]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from airoad.core.errors import UserError
+from airoad.core.base.errors import UserError
 
 # A Markdown list item: "- x", "* x", "+ x" or "1. x" / "1) x" at the start of a line; a thematic
 # break such as "* * *" or "- - -" (only marker characters on the line) is not an item.

@@ -18,9 +18,9 @@ modules, and autograd keeps what each of them needs on its own. Per Qwen2 layer 
   re-runs the base GEMM on the dropped input, it keeps that one [T, out] sum in the compute dtype.
 
 Only the arithmetic's packaging changes: the same GEMMs in the same dtype (the autocast dtype, or
-all-fp32), the same dropout masks (drawn by :func:`airoad.core.fast_dropout.keep_mask` in the same
+all-fp32), the same dropout masks (drawn by :func:`airoad.core.kernels.fast_dropout.keep_mask` in the same
 order as FastDropout would), the DoRA norm PEFT's forward asks for (which
-:mod:`airoad.core.dora_cache` computes once per update). In fp32 the values equal PEFT's; in bf16
+:mod:`airoad.core.kernels.dora_cache` computes once per update). In fp32 the values equal PEFT's; in bf16
 the forward does, and the gradients are as close to fp32 ones as PEFT's (bf16 sums in another order).
 Every call that is not plain training of one adapter on an ``nn.Linear`` (merged, disabled,
 several or mixed adapters, another dropout, no grad, mixed dtypes without autocast) runs PEFT's own
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from airoad.core.fast_dropout import FastDropout, keep_mask
-from airoad.core.lean_layers import silu_and_grad
+from airoad.core.kernels.fast_dropout import FastDropout, keep_mask
+from airoad.core.kernels.lean_layers import silu_and_grad
 
 
 @dataclass
@@ -192,7 +192,7 @@ def _spec(layer: Any, x: torch.Tensor) -> tuple[_Spec, float] | None:
             return None
         dora = layer.lora_magnitude_vector[name]
         # the norm through the same calls as PEFT's DoraLinearLayer.forward, and so through
-        # airoad.core.dora_cache's per-update cache
+        # airoad.core.kernels.dora_cache's per-update cache
         lw = dora.get_lora_weight(lora_A=layer.lora_A[name], lora_B=layer.lora_B[name], adapter_name=name)
         # the cached norm is taken in fp32 whatever the weight's dtype (dora_cache.dora_row_norm):
         # the frozen weight itself, uncast, keeps its cache key from call to call

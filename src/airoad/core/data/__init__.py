@@ -1,0 +1,1 @@
+"""Chat data: rows read and validated, conversations rendered and masked, text checks. No torch."""

@@ -1,0 +1,1 @@
+"""A run: its context, the training skeleton, the run directory, callbacks, artifacts, and the command runner."""
