@@ -117,7 +117,7 @@ def test_a_missing_local_base_model_says_no_such_directory(chat_file, tmp_path, 
 
 def test_env_rejects_unknown_flags(capsys):
     assert cli(["env", "--bogus-flag"]) == 2
-    assert "unknown argument '--bogus-flag'" in one_error(capsys)
+    assert "unknown flag --bogus-flag" in one_error(capsys)  # the core's one wording for every command
 
 
 # --- class 4: damaged files ---------------------------------------------------------------------

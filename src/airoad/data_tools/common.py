@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airoad.core.base.outputs import output_problems
 from airoad.core.data.chat_data import Conversation, DataError, read_rows, to_conversation
 
 
@@ -24,12 +23,6 @@ def read_many(paths: list[str]) -> tuple[list[list[Conversation]], list[str]]:
             out.append([])
             problems += e.problems
     return out, problems
-
-
-def out_problems(out: str | None, inputs: list[tuple[str, str | None]], overwrite: bool) -> list[str]:
-    """Problems with ``--out`` (a JSONL file; ``inputs``: (flag, path) of what the tool reads): see
-    :func:`airoad.core.base.outputs.output_problems`."""
-    return output_problems("--out", out, inputs, overwrite=overwrite, kind="file")
 
 
 def normalise(text: str) -> str:

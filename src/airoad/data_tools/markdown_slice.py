@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
 from airoad.core.base.options import opt, seed_opt
-from airoad.core.data.chat_data import DataError, read_rows, seeded_subset, to_conversation
-from airoad.data_tools.common import chatml_row, out_problems
+from airoad.core.data.chat_data import read_rows, seeded_subset, to_conversation
+from airoad.data_tools.common import chatml_row
 from airoad.data_tools.markdown_rewrite import (
     CODE,
     LAYOUT,
@@ -51,8 +51,10 @@ SKIP_REASONS = {
 
 @dataclass
 class SliceConfig:
-    infile: str | None = opt(None, "Input JSONL (ChatML and/or Alpaca rows), validated as for training.")
-    out: str | None = opt(None, "Output ChatML JSONL to write (rewritten conversations only).")
+    infile: str | None = opt(
+        None, "Input JSONL (ChatML and/or Alpaca rows), validated as for training.", io="input"
+    )
+    out: str | None = opt(None, "Output ChatML JSONL to write (rewritten conversations only).", io="out_file")
     limit: int = opt(
         60, "Rewritten conversations to pick (seeded random subset, file order kept; 0 = all).", min=0
     )
@@ -86,15 +88,9 @@ def rewrite_last_answer(messages: list[dict[str, str]]) -> tuple[str, list[dict[
 
 
 def build_slice(cfg: SliceConfig) -> Slice:
-    """The slice of ``cfg`` (see the module contract). Raises UserError for a bad --out, bad input
-    rows or an input with nothing to rewrite."""
-    problems = out_problems(cfg.out, [("--infile", cfg.infile)], cfg.overwrite)
-    try:
-        rows = read_rows(cfg.infile or "")
-    except DataError as e:
-        problems += e.problems
-    if problems:
-        raise UserError(problems)
+    """The slice of ``cfg`` (see the module contract). Raises UserError for bad input rows or an
+    input with nothing to rewrite (the core has checked --out)."""
+    rows = read_rows(cfg.infile or "")
     skipped: Counter = Counter()
     candidates = []
     for n, row in rows:
@@ -114,7 +110,7 @@ def build_slice(cfg: SliceConfig) -> Slice:
     return Slice(picked, skipped, len(rows), len(candidates))
 
 
-def run(cfg: SliceConfig) -> Slice:
+def run(cfg: SliceConfig, inv: object = None) -> Slice:
     """Build the slice, write it, print what was picked and what was skipped and why."""
     s = build_slice(cfg)
     write_jsonl(cfg.out, s.rows)
@@ -131,13 +127,3 @@ def run(cfg: SliceConfig) -> Slice:
         print(f"picked all {s.rewritable} rewritable")
     print(f"wrote {len(s.rows)} rewritten conversations to {cfg.out}")
     return s
-
-
-def main(argv: list[str]) -> int:
-    from airoad.core.base.options import load_config
-
-    cfg, _ = load_config(
-        SliceConfig, argv, prog="airoad data markdown-slice", description=__doc__.splitlines()[0]
-    )
-    run(cfg)
-    return 0

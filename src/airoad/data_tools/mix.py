@@ -25,7 +25,7 @@ from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
 from airoad.core.base.options import opt, seed_opt
 from airoad.core.data.chat_data import Conversation
-from airoad.data_tools.common import chatml_row, conversation_key, out_problems, read_many
+from airoad.data_tools.common import chatml_row, conversation_key, read_many
 
 
 @dataclass
@@ -35,7 +35,7 @@ class MixConfig:
         "Input JSONL files as PATH:WEIGHT (weight > 0, integer or fractional; PATH alone = weight 1).",
         metavar="PATH:WEIGHT",
     )
-    out: str | None = opt(None, "Output ChatML JSONL to write.")
+    out: str | None = opt(None, "Output ChatML JSONL to write.", io="out_file")
     shuffle: bool = opt(False, "Shuffle the mixed rows (seeded by --seed).")
     seed: int = seed_opt(42, "Seed for fractional-weight samples and the shuffle: same seed, same bytes.")
     dedupe: bool = opt(
@@ -120,7 +120,6 @@ def build_mix(cfg: MixConfig) -> tuple[list[dict], list[InputReport]]:
             specs.append(parse_input(arg))
         except UserError as e:
             problems += e.problems
-    problems += out_problems(cfg.out, [("--inputs", p) for p, _ in specs], cfg.overwrite)
     files, data_problems = read_many([p for p, _ in specs])
     if problems or data_problems:
         raise UserError(problems + data_problems)
@@ -139,7 +138,14 @@ def build_mix(cfg: MixConfig) -> tuple[list[dict], list[InputReport]]:
     return [chatml_row(c.messages) for c in mixed], reports
 
 
-def run(cfg: MixConfig) -> list[InputReport]:
+def input_paths(cfg: MixConfig) -> list[tuple[str, str | None]]:
+    """The files ``--inputs`` names (PATH of each PATH:WEIGHT), for the core's output check."""
+    return [("--inputs", arg.rsplit(":", 1)[0] if ":" in arg else arg) for arg in cfg.inputs] + [
+        ("--inputs", arg) for arg in cfg.inputs
+    ]
+
+
+def run(cfg: MixConfig, inv: object = None) -> list[InputReport]:
     rows, reports = build_mix(cfg)
     write_jsonl(cfg.out, rows)
     width = max(len(r.path) for r in reports)
@@ -151,11 +157,3 @@ def run(cfg: MixConfig) -> list[InputReport]:
     dups = f"; {sum(r.duplicates for r in reports)} duplicates removed before weighting" if cfg.dedupe else ""
     print(f"wrote {len(rows)} rows to {cfg.out} ({order}){dups}")
     return reports
-
-
-def main(argv: list[str]) -> int:
-    from airoad.core.base.options import load_config
-
-    cfg, _ = load_config(MixConfig, argv, prog="airoad data mix", description=__doc__.splitlines()[0])
-    run(cfg)
-    return 0

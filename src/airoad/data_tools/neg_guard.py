@@ -19,16 +19,17 @@ from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
 from airoad.core.base.options import opt, seed_opt
 from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits, load_banned
-from airoad.data_tools.common import out_problems
 from airoad.data_tools.neg_guard_bank import PAIRS
 
 
 @dataclass
 class NegGuardConfig:
-    out: str | None = opt(None, "Output ChatML JSONL to write.")
+    out: str | None = opt(None, "Output ChatML JSONL to write.", io="out_file")
     n: int = opt(40, f"Rows to draw (distinct prompts; at most {len(PAIRS)}).", min=1)
     banned: str | None = opt(
-        None, "Text file of extra banned strings (one a line, '#' comments) the answers must avoid too."
+        None,
+        "Text file of extra banned strings (one a line, '#' comments) the answers must avoid too.",
+        io="input",
     )
     seed: int = seed_opt(42, "Seed for which pairs are drawn and their order.")
     overwrite: bool = opt(False, "Replace --out if it exists.")
@@ -63,14 +64,8 @@ def draw(n: int, seed: int, banned: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
-def run(cfg: NegGuardConfig) -> list[dict]:
-    problems = out_problems(cfg.out, [("--banned", cfg.banned)], cfg.overwrite)
-    try:
-        banned = load_banned(cfg.banned) if cfg.banned else ()
-    except UserError as e:
-        problems += e.problems
-    if problems:
-        raise UserError(problems)
+def run(cfg: NegGuardConfig, inv: object = None) -> list[dict]:
+    banned = load_banned(cfg.banned) if cfg.banned else ()
     rows = draw(cfg.n, cfg.seed, banned)
     write_jsonl(cfg.out, rows)
     extra = f" and {len(banned)} strings of {cfg.banned}" if banned else ""
@@ -80,13 +75,3 @@ def run(cfg: NegGuardConfig) -> list[dict]:
     )
     print(f"wrote {len(rows)} rows to {cfg.out}")
     return rows
-
-
-def main(argv: list[str]) -> int:
-    from airoad.core.base.options import load_config
-
-    cfg, _ = load_config(
-        NegGuardConfig, argv, prog="airoad data neg-guard", description=__doc__.splitlines()[0]
-    )
-    run(cfg)
-    return 0

@@ -25,7 +25,9 @@ from airoad.data_tools.common import conversation_key
 
 @dataclass
 class StatsConfig:
-    infile: str | None = opt(None, "JSONL file to describe (also accepted as the first positional argument).")
+    infile: str | None = opt(
+        None, "JSONL file to describe (also accepted as the first positional argument).", io="input"
+    )
     base_model: str | None = opt(
         "Qwen/Qwen2.5-0.5B-Instruct",
         "Model whose tokenizer and chat template measure token lengths ('none' skips token stats).",
@@ -140,12 +142,12 @@ def render(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    from airoad.core.base.options import load_config
+def positional_infile(argv: list[str]) -> list[str]:
+    """`airoad data stats FILE ...` means `--infile FILE ...`."""
+    return ["--infile", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
 
-    if argv and not argv[0].startswith("-"):
-        argv = ["--infile", argv[0], *argv[1:]]  # `airoad data stats FILE ...`
-    cfg, _ = load_config(StatsConfig, argv, prog="airoad data stats", description=__doc__.splitlines()[0])
+
+def run(cfg: StatsConfig, inv: Any = None) -> None:
+    """Print the stats of ``cfg.infile`` (text, or one JSON object with --json)."""
     stats = collect(cfg)
     print(json.dumps(stats, indent=2, ensure_ascii=False) if cfg.json else render(stats))
-    return 0

@@ -4,10 +4,7 @@ is deployed with, and the failure that keeps nothing."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from airoad.core.base.errors import UserError
 
 INFO = "export_info.json"
 CHECK_CHATS = [
@@ -26,26 +23,6 @@ CHECK_CHATS = [
         {"role": "assistant", "content": "# The sea\n\nThe sea keeps moving, even when the wind is still."},
     ],
 ]
-
-
-class CheckFailed(Exception):
-    """The export does not reproduce the tuned model (exit 1; nothing kept)."""
-
-
-def check_inputs(cfg: Any) -> tuple[Any, Path]:
-    """(resolved source, --out path); UserError before anything loads."""
-    from airoad.core.base.outputs import output_problems
-    from airoad.core.model.adapter_source import resolve_source
-
-    source = resolve_source(cfg.base, cfg.adapters)
-    out = Path(cfg.out).expanduser()
-    inputs = [("--adapters", source.adapters)]
-    for label, p in (("base", source.base), ("tokenizer", source.tokenizer_from)):
-        if p and Path(p).expanduser().exists():
-            inputs.append((label, Path(p).expanduser()))
-    if problems := output_problems("--out", out, inputs, overwrite=cfg.overwrite, kind="dir"):
-        raise UserError(problems)
-    return source, out
 
 
 def chat_ids(tokenizer: Any, system: str | None) -> list[Any]:

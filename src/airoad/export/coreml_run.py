@@ -20,15 +20,15 @@ context length) for iOS 18 / macOS 15, checked before it is kept.
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.base.errors import UserError
-from airoad.export.common import INFO, CheckFailed, chat_ids, check_inputs, compare_logits, system_line
+from airoad.core.base.commands import Invocation
+from airoad.core.base.errors import CheckFailed, UserError
+from airoad.core.base.outputs import staged_dir
+from airoad.core.model.adapter_source import Source
+from airoad.export.common import INFO, chat_ids, compare_logits, system_line
 from airoad.export.schema import CoremlConfig
 
 TOKENIZER_DIR = "tokenizer"
@@ -153,17 +153,24 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def export(cfg: CoremlConfig, printer: Callable[[str], None] = print) -> Path:
-    """Run the export (module docstring); returns ``--out``."""
+def run(cfg: CoremlConfig, inv: Invocation) -> None:
+    """`airoad export coreml` as the core runs it (inputs resolved, ``--out`` checked and held)."""
+    from airoad.export.coreml_pack import require_coremltools
+
+    require_coremltools()
+    export(cfg, inv.source, inv.printer)
+
+
+def export(cfg: CoremlConfig, source: Source, printer: Callable[[str], None] = print) -> Path:
+    """Run the export (module docstring) of the resolved ``source``; returns ``--out``."""
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.base.outputs import install_staged, remove_dead_staging
     from airoad.core.model.merging import load_merged
     from airoad.export import coreml_pack
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # our lines report the checks; the trace repeats config notes
-    source, out = check_inputs(cfg)
+    out = Path(cfg.out).expanduser()
     for note in source.notes:
         printer(note)
     what = f"{source.base} + {source.adapters} ({source.adapter_kind})" if source.adapters else source.base
@@ -172,12 +179,7 @@ def export(cfg: CoremlConfig, printer: Callable[[str], None] = print) -> Path:
     model, tokenizer = load_merged(source, "cpu")
     check_model(model, contexts)
     system = system_line(cfg, source, tokenizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(out, "export")
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.export-{os.getpid()}-") as tmp:
-        stage, scratch = Path(tmp) / "export", Path(tmp) / "parts"
-        stage.mkdir()
-        scratch.mkdir()
+    with staged_dir(out, "export", "airoad export coreml") as (stage, scratch):
         ids = chat_ids(tokenizer, system)
         quant_check = check_compression(model, ids, cfg, printer)
         parts, checks, shapes = build_functions(model, ids, cfg, scratch, printer)
@@ -194,8 +196,7 @@ def export(cfg: CoremlConfig, printer: Callable[[str], None] = print) -> Path:
         save_tokenizer(tokenizer, stage / TOKENIZER_DIR)
         info = export_info(cfg, source, meta, checks, spec, size)
         info["compression_check"] = quant_check
-        write_outputs(stage, package.name, info)
-        install_staged(stage, out, Path(tmp))
+        write_outputs(stage, info)
     printer(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     printer(f"runs on {RUNS_ON}; a Swift loader: examples/swift (computeUnits .all, functionName ctx_N)")
     return out
@@ -250,34 +251,7 @@ def export_info(
     }
 
 
-def write_outputs(stage: Path, package: str, info: dict[str, Any]) -> None:
+def write_outputs(stage: Path, info: dict[str, Any]) -> None:
     from airoad.core.base.io import write_json
-    from airoad.core.base.outputs import record
 
     write_json(stage / INFO, info)
-    record(stage, [package, TOKENIZER_DIR, INFO])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad export coreml`; returns the exit status (2: a user mistake, 1: check failed)."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-        from airoad.export.coreml_pack import require_coremltools
-
-        cfg, _ = load_config(
-            CoremlConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog="airoad export coreml",
-            description="Export a tune (adapters merged into the base) as a stateful Core ML package.",
-        )
-        require_coremltools()
-        try:
-            export(cfg)
-        except CheckFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        return 0
-
-    return run_guarded(go)

@@ -20,20 +20,18 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airoad.core.base.errors import UserError
+from airoad.core.base.commands import Invocation
+from airoad.core.base.errors import CheckFailed, UserError
+from airoad.core.base.outputs import staged_dir
+from airoad.core.model.adapter_source import Source
 from airoad.export.common import (
     CHECK_CHATS,
     INFO,
-    CheckFailed,
     chat_ids,
-    check_inputs,
     compare_logits,
     system_line,
 )
@@ -86,11 +84,16 @@ def verify(
     return check
 
 
-def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
-    """Run the export (module docstring); returns ``--out``."""
+def run(cfg: GgufConfig, inv: Invocation) -> None:
+    """`airoad export gguf` as the core runs it (inputs resolved, ``--out`` checked and held)."""
+    require_gguf()
+    export(cfg, inv.source, inv.printer)
+
+
+def export(cfg: GgufConfig, source: Source, printer: Callable[[str], None] = print) -> Path:
+    """Run the export (module docstring) of the resolved ``source``; returns ``--out``."""
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.base.outputs import install_staged, remove_dead_staging
     from airoad.core.model.devices import pick_device
     from airoad.core.model.merging import load_merged
     from airoad.core.run.artifacts import library_versions
@@ -98,7 +101,7 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     quant = cfg.quant.lower()
-    source, out = check_inputs(cfg)
+    out = Path(cfg.out).expanduser()
     for note in source.notes:
         printer(note)
     what = f"{source.base} + {source.adapters} ({source.adapter_kind})" if source.adapters else source.base
@@ -107,12 +110,7 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
     model, tokenizer = load_merged(source, device)
     system = system_line(cfg, source, tokenizer)
     file_name = f"{cfg.name}-{quant}.gguf"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(out, "export")
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.export-{os.getpid()}-") as tmp:
-        stage, scratch = Path(tmp) / "export", Path(tmp) / "tokenizer"
-        stage.mkdir()
-        scratch.mkdir()
+    with staged_dir(out, "export", "airoad export gguf") as (stage, scratch):
         written = write_gguf(model, tokenizer, stage / file_name, quant, scratch)
         size = (stage / file_name).stat().st_size
         printer(f"wrote {file_name}: {size / 2**20:.1f} MiB, tensors {written['tensor_types']}")
@@ -133,7 +131,6 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print) -> Path:
             "versions": library_versions(extra=("gguf",)),
         }
         write_outputs(stage, file_name, system, info)
-        install_staged(stage, out, Path(tmp))
     printer(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     printer(f"run it: ollama create my-tune -f {out / MODELFILE}   or   llama-cli -m {out / file_name}")
     return out
@@ -169,38 +166,12 @@ def check_line(check: dict[str, Any]) -> str:
 
 
 def write_outputs(stage: Path, file_name: str, system: str | None, info: dict[str, Any]) -> None:
-    """Modelfile, export_info.json and the manifest (what a later --overwrite may replace)."""
+    """Modelfile and export_info.json beside the GGUF."""
     from airoad.core.base.io import write_json, write_text
-    from airoad.core.base.outputs import record
     from airoad.export.ollama import modelfile
 
     write_text(stage / MODELFILE, modelfile(file_name, system))
     write_json(stage / INFO, info)
-    record(stage, [file_name, MODELFILE, INFO])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad export gguf`; returns the exit status (2: a user mistake, 1: check failed)."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-
-        cfg, _ = load_config(
-            GgufConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog="airoad export gguf",
-            description="Export a tune (adapters merged into the base) as GGUF for llama.cpp / Ollama.",
-        )
-        require_gguf()
-        try:
-            export(cfg)
-        except CheckFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        return 0
-
-    return run_guarded(go)
 
 
 def require_gguf() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from airoad.core.base.options import closest, opt
 from airoad.core.base.runkeys import DEVICES
+from airoad.core.base.textargs import file_name_problems
 
 QUANTS = ("f16", "bf16", "q8_0")  # what gguf-py itself writes (gguf.quants): no llama.cpp needed
 # llama.cpp's own quantizer (llama-quantize) makes these; gguf-py has no quantizer for them
@@ -16,36 +17,57 @@ LLAMA_CPP_QUANTS = (
 
 
 @dataclass
-class GgufConfig:
+class ExportKeys:
+    """The keys every export target takes, declared once; a target adds its own."""
+
     adapters: str | None = opt(
         None,
         "A run's output_dir or any PEFT adapter dir (LoRA or DoRA): merged into its base in memory. "
         "Omit it to export a merged checkpoint given as --base.",
+        io="adapters",
     )
     base: str | None = opt(
         None,
         "Base model (hub id or local dir). With --adapters optional: read from the run's run_config.yaml "
         "(base_model), else adapter_config.json. Alone: the (merged) checkpoint to export.",
+        io="base",
     )
-    out: str | None = opt(None, "Directory to write (the .gguf, Modelfile, export_info.json). Required.")
+    out: str | None = opt(
+        None, "Directory to write (the export and export_info.json). Required.", io="out_dir"
+    )
+    name: str = opt("model", "File name stem of the export (e.g. model -> model-q8_0.gguf, model.mlpackage).")
+    overwrite: bool = opt(False, "Replace a non-empty --out that the same export wrote (swapped out whole).")
+    min_argmax_agreement: float = opt(
+        0.9,
+        "Refuse to write when the exported model's next-token argmax agrees with the tuned model's on fewer "
+        "than this fraction of the checked positions.",
+        min=0,
+        max=1,
+    )
+
+    def validate(self) -> list[str]:
+        problems = (
+            [] if self.out is not None else ["--out is required; give the directory to write the export into"]
+        )
+        if not self.adapters and not self.base:
+            problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
+        return problems + file_name_problems("--name", self.name, NAME_SUFFIX)
+
+
+NAME_SUFFIX = "-q8_0.gguf.tmp"  # the longest suffix an export appends to --name
+
+
+@dataclass
+class GgufConfig(ExportKeys):
     quant: str = opt(
         "q8_0",
         "Weight type of the 2-D tensors: f16, bf16 or q8_0 (norms, biases and other 1-D tensors stay "
         "float32, as llama.cpp's converter writes them). K-quants (q4_k_m, ...) need llama.cpp's quantizer.",
     )
-    name: str = opt("model", "File name stem: writes NAME-QUANT.gguf (e.g. model-q8_0.gguf).")
-    overwrite: bool = opt(False, "Replace a non-empty --out that airoad wrote (swapped out whole).")
     system_prompt: str | None = opt(
         None,
         'SYSTEM line of the Ollama Modelfile; default: the run\'s system_prompt; "" = none (the chat '
         "template's default).",
-    )
-    min_argmax_agreement: float = opt(
-        0.9,
-        "Refuse to write when the GGUF model's next-token argmax agrees with the tuned model's on fewer "
-        "than this fraction of the check prompts' positions.",
-        min=0,
-        max=1,
     )
     device: str = opt(
         "cpu",
@@ -54,12 +76,7 @@ class GgufConfig:
     )
 
     def validate(self) -> list[str]:
-        problems = [] if self.out else ["--out is required; give the directory to write the GGUF into"]
-        if not self.adapters and not self.base:
-            problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
-        if self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name:
-            problems.append(f"--name {self.name!r}: not a file name stem; give e.g. --name my_model")
-        return problems + quant_problems(self.quant)
+        return super().validate() + quant_problems(self.quant)
 
 
 def quant_problems(quant: str) -> list[str]:
@@ -83,20 +100,7 @@ MIN_CONTEXT = 16
 
 
 @dataclass
-class CoremlConfig:
-    adapters: str | None = opt(
-        None,
-        "A run's output_dir or any PEFT adapter dir (LoRA or DoRA): merged into its base in memory. "
-        "Omit it to export a merged checkpoint given as --base.",
-    )
-    base: str | None = opt(
-        None,
-        "Base model (hub id or local dir). With --adapters optional: read from the run's run_config.yaml "
-        "(base_model), else adapter_config.json. Alone: the (merged) checkpoint to export.",
-    )
-    out: str | None = opt(
-        None, "Directory to write (NAME.mlpackage, tokenizer/, export_info.json). Required."
-    )
+class CoremlConfig(ExportKeys):
     context: list[str] = opt(
         ["2048", "4096"],
         "Context lengths (tokens: prompt + answer), comma- or space-separated: one function of the "
@@ -109,33 +113,19 @@ class CoremlConfig:
         "through coremltools.optimize. Compute is fp16 either way.",
         choices=COREML_QUANTS,
     )
-    name: str = opt("model", "Package name: writes NAME.mlpackage.")
-    overwrite: bool = opt(False, "Replace a non-empty --out that airoad wrote (swapped out whole).")
     system_prompt: str | None = opt(
         None,
         "System prompt in the package's prompt wrapper; default: the run's system_prompt; \"\" = the "
         "chat template's default.",
     )
-    min_argmax_agreement: float = opt(
-        0.9,
-        "Refuse to write when the traced model (with its cache) agrees with the tuned model's next-token "
-        "argmax on fewer than this fraction of the checked positions.",
-        min=0,
-        max=1,
-    )
 
     @property
     def context_lengths(self) -> list[int]:
         """--context as sorted unique ints (validate() has checked them)."""
-        return sorted({int(p) for p in _context_parts(self.context)})
+        return sorted({int(p) for p in _context_parts(self.context) if p.isascii() and p.isdigit()})
 
     def validate(self) -> list[str]:
-        problems = [] if self.out else ["--out is required; give the directory to write the package into"]
-        if not self.adapters and not self.base:
-            problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
-        if self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name:
-            problems.append(f"--name {self.name!r}: not a file name stem; give e.g. --name my_model")
-        return problems + context_problems(self.context)
+        return super().validate() + context_problems(self.context)
 
 
 def _context_parts(values: list[str]) -> list[str]:
@@ -147,7 +137,7 @@ def context_problems(values: list[str]) -> list[str]:
     parts = _context_parts(values)
     if not parts:
         return ["--context: give at least one length, e.g. --context 2048,4096"]
-    bad = [p for p in parts if not p.isdigit() or int(p) < MIN_CONTEXT]
+    bad = [p for p in parts if not (p.isascii() and p.isdigit()) or int(p) < MIN_CONTEXT]
     return [
         f"--context {p}: not a context length; give whole numbers of tokens >= {MIN_CONTEXT}, e.g. 2048,4096"
         for p in bad

@@ -13,20 +13,21 @@ with ``source``, ``system``, ``prompt`` and, per side, ``answer``, ``n_tokens``,
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import UserError
+from airoad.core.model.adapter_source import Source
 from airoad.infer.schema import CompareConfig
 
 
 def report_paths(out: str | None) -> tuple[Path | None, Path | None]:
     """(markdown path, json path) for ``--out``; checked before any model loads."""
-    if not out:
+    if not out or not out.strip():
         return None, None
-    p = Path(out)
+    p = Path(out).expanduser()
     if p.suffix == ".md":
         return p, None
     if p.suffix == ".json":
@@ -90,14 +91,23 @@ def to_terminal(report: dict[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
-def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
+def report_outputs(cfg: CompareConfig) -> list[tuple[str, Path | None, str]]:
+    """The report files ``--out`` names, as outputs for the core to check and hold."""
+    return [("--out", p, "file") for p in report_paths(cfg.out) if p]
+
+
+def run(cfg: CompareConfig, inv: Invocation) -> None:
+    """`airoad compare` as the core runs it (inputs resolved, report paths checked and held)."""
+    compare(cfg, inv.source, inv.printer)
+
+
+def compare(cfg: CompareConfig, source: Source, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate every side's answers, print them, write the reports asked for; returns the report."""
     from airoad.core.base.io import write_json, write_text
-    from airoad.infer.sides import answer_all, check_reports, report_header, sample_records
+    from airoad.infer.sides import answer_all, report_header, sample_records
 
     md_path, json_path = report_paths(cfg.out)
-    check_reports(cfg, [p for p in (md_path, json_path) if p])
-    ans = answer_all(cfg, printer)
+    ans = answer_all(cfg, source, printer)
     report = {**report_header("compare", cfg, ans), "samples": sample_records(ans)}
     printer("")
     printer(to_terminal(report))
@@ -111,22 +121,3 @@ def compare(cfg: CompareConfig, printer: Callable[[str], None] = print) -> dict[
     if written:
         printer(f"\nwrote {', '.join(written)}")
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad compare`; returns the exit status."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-
-        cfg, _ = load_config(
-            CompareConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog="airoad compare",
-            description="Side-by-side answers of a base model and its tuned (adapter) version.",
-        )
-        compare(cfg)
-        return 0
-
-    return run_guarded(go)

@@ -22,15 +22,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import UserError
-from airoad.core.base.outputs import install_staged, output_problems, record, remove_dead_staging
+from airoad.core.base.outputs import staged_dir
+from airoad.core.model.adapter_source import Source
 from airoad.core.model.merging import merge_adapters, tied
 from airoad.infer.schema import MergeConfig
 
@@ -43,13 +42,6 @@ PROBE = [
 
 class MergeError(UserError):
     """The merge cannot be written (bad --out, failed check); one line each."""
-
-
-def check_out(out: Path, overwrite: bool, inputs: list[tuple[str, Path | str | None]]) -> None:
-    """Refuse a file, an input (or a dir that is in or holds one), a non-empty dir without ``overwrite``."""
-    problems = output_problems("--out", out, inputs, overwrite=overwrite, kind="dir")
-    if problems:
-        raise MergeError(problems)
 
 
 def saved_dtype(base: str, requested: str, trust_remote_code: bool) -> Any:
@@ -122,19 +114,17 @@ def merge_and_check(loaded: Any, tolerance: float) -> tuple[Any, dict[str, Any]]
     return merged, check
 
 
-def merge(cfg: MergeConfig, printer: Callable[[str], None] = print) -> Path:
-    """Run the merge (module docstring); returns the output directory."""
-    from airoad.core.run.artifacts import library_versions
-    from airoad.infer.loading import load, resolve_source
+def run(cfg: MergeConfig, inv: Invocation) -> None:
+    """`airoad merge` as the core runs it (inputs resolved, ``--out`` checked and held)."""
+    merge(cfg, inv.source, inv.printer)
 
-    source = resolve_source(cfg.base, cfg.adapters)
-    out = Path(cfg.out)
-    base_dir = Path(source.base).expanduser()
-    check_out(
-        out,
-        cfg.overwrite,
-        [("--adapters", source.adapters), ("base", base_dir if base_dir.exists() else None)],
-    )
+
+def merge(cfg: MergeConfig, source: Source, printer: Callable[[str], None] = print) -> Path:
+    """Run the merge (module docstring) of the resolved ``source``; returns the output directory."""
+    from airoad.core.run.artifacts import library_versions
+    from airoad.infer.loading import load
+
+    out = Path(cfg.out).expanduser()
     for note in source.notes:
         printer(note)
     loaded = load(source, cfg.device, "float32", cfg.trust_remote_code)
@@ -163,31 +153,7 @@ def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path)
     """Weights, config, generation config, tokenizer and MERGE_INFO, staged beside ``out`` then renamed in."""
     from airoad.core.base.io import write_json
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(out, "merge")
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.merge-{os.getpid()}-") as tmp:
-        stage = Path(tmp) / "checkpoint"
+    with staged_dir(out, "merge", "airoad merge") as (stage, _):
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
         write_json(stage / MERGE_INFO, info)
-        record(stage, [p.name for p in stage.iterdir()])  # what a later --overwrite may replace
-        install_staged(stage, out, Path(tmp))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad merge`; returns the exit status."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-
-        cfg, _ = load_config(
-            MergeConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog="airoad merge",
-            description="Merge a LoRA/DoRA adapter into its base: a plain transformers checkpoint.",
-        )
-        merge(cfg)
-        return 0
-
-    return run_guarded(go)

@@ -22,17 +22,17 @@ is always kept. Every input check (file, rows, regex, ``--out``, adapters) runs 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airoad.core.base.errors import UserError
+from airoad.core.base.commands import Invocation
 from airoad.core.base.io import write_jsonl
-from airoad.core.base.outputs import output_problems
-from airoad.core.data.chat_data import Conversation, DataError, read_rows, seeded_subset, to_conversation
+from airoad.core.base.textargs import user_regex
+from airoad.core.data.chat_data import Conversation, read_rows, seeded_subset, to_conversation
 from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits
+from airoad.core.model.adapter_source import Source
 from airoad.infer.schema import PairsConfig
 
 Messages = list[dict[str, str]]
@@ -75,7 +75,7 @@ def select_pairs(
 ) -> tuple[list[dict], PairCounts]:
     """Rows for the (prompt, chosen) ``examples`` whose model ``answers`` survive the filters (see the
     module docstring), and the counts (``read``/``used``/``cut`` are the caller's to fill)."""
-    pattern = re.compile(reject_unless) if reject_unless else None
+    pattern = user_regex("--reject_unless", reject_unless)
     counts = PairCounts(generated=len(answers))
     rows = []
     for (prompt, chosen), answer in zip(examples, answers, strict=True):
@@ -98,28 +98,14 @@ def select_pairs(
     return rows, counts
 
 
-def read_inputs(cfg: PairsConfig) -> tuple[Any, int, list[tuple[Messages, str]]]:
-    """(model source, rows in --infile, the (prompt, chosen) pairs of the --n subset), before any
-    model loads. UserError lists every problem of --out, of the file's rows and of the model inputs."""
-    from airoad.infer.loading import resolve_source
-
-    inputs = [("--infile", cfg.infile), ("--adapters", cfg.adapters), ("--base", cfg.base)]
-    problems = output_problems("--out", cfg.out, inputs, overwrite=cfg.overwrite, kind="file")
-    rows, source = [], None
-    try:
-        rows = read_rows(cfg.infile or "")
-    except DataError as e:
-        problems += e.problems
-    try:
-        source = resolve_source(cfg.base, cfg.adapters)  # adapter and base checks: no torch, no weights
-    except UserError as e:
-        problems += e.problems
-    if problems:
-        raise UserError(problems)
+def read_inputs(cfg: PairsConfig, source: Source) -> tuple[int, list[tuple[Messages, str]]]:
+    """(rows in --infile, the (prompt, chosen) pairs of the --n subset), before any model loads.
+    DataError lists every problem of the file's rows."""
+    rows = read_rows(cfg.infile or "")
     system = cfg.system_prompt if cfg.system_prompt is not None else source.system_prompt
     picked = seeded_subset(rows, cfg.n, cfg.seed)
     convs = [to_conversation(row, f"{cfg.infile}:{n}", system or None) for n, row in picked]
-    return source, len(rows), [split_conversation(c) for c in convs]
+    return len(rows), [split_conversation(c) for c in convs]
 
 
 def model_answers(cfg: PairsConfig, source: Any, prompts: list[Messages], printer: Callable) -> list[Any]:
@@ -168,10 +154,15 @@ def report(cfg: PairsConfig, counts: PairCounts, seconds: float, gen_seconds: fl
     ]
 
 
-def run(cfg: PairsConfig, printer: Callable[[str], None] = print) -> PairCounts:
-    """Check every input, generate, filter, write ``cfg.out``, print the counts; returns them."""
+def run(cfg: PairsConfig, inv: Invocation) -> None:
+    """`airoad data pairs` as the core runs it (inputs resolved, ``--out`` checked and held)."""
+    make_pairs(cfg, inv.source, inv.printer)
+
+
+def make_pairs(cfg: PairsConfig, source: Source, printer: Callable[[str], None] = print) -> PairCounts:
+    """Read the conversations, generate, filter, write ``cfg.out``, print the counts; returns them."""
     t0 = time.perf_counter()
-    source, n_read, examples = read_inputs(cfg)
+    n_read, examples = read_inputs(cfg, source)
     for note in source.notes:
         printer(note)
     t1 = time.perf_counter()
@@ -186,11 +177,3 @@ def run(cfg: PairsConfig, printer: Callable[[str], None] = print) -> PairCounts:
         printer("note: no pair was kept; nothing to train on (see the counts above)")
     printer(f"wrote {len(rows)} pairs to {cfg.out}")
     return counts
-
-
-def main(argv: list[str]) -> int:
-    from airoad.core.base.options import load_config
-
-    cfg, _ = load_config(PairsConfig, argv, prog="airoad data pairs", description=__doc__.splitlines()[0])
-    run(cfg)
-    return 0

@@ -8,11 +8,11 @@ prompts and decodes with the same options.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from airoad.core.base.options import opt, seed_opt
 from airoad.core.base.runkeys import DEVICES, DTYPES
+from airoad.core.base.textargs import regex_problems
 
 BASE_HELP = (
     "Base model (hub id or local dir). Optional with --adapters: read from the adapter dir's "
@@ -25,9 +25,9 @@ ADAPTERS_HELP = (
 
 @dataclass
 class MergeConfig:
-    adapters: str | None = opt(None, ADAPTERS_HELP + " Required.")
-    base: str | None = opt(None, BASE_HELP)
-    out: str | None = opt(None, "Directory for the merged checkpoint. Required.")
+    adapters: str | None = opt(None, ADAPTERS_HELP + " Required.", io="adapters")
+    base: str | None = opt(None, BASE_HELP, io="base")
+    out: str | None = opt(None, "Directory for the merged checkpoint. Required.", io="out_dir")
     overwrite: bool = opt(False, "Replace a non-empty --out (the old checkpoint is swapped out whole).")
     dtype: str = opt(
         "auto",
@@ -70,12 +70,15 @@ class Generation:
 
 @dataclass
 class GenerateOptions(Generation):
-    base: str | None = opt(None, BASE_HELP + " Alone (no --adapters) it is sampled by itself: one column.")
-    adapters: str | None = opt(None, ADAPTERS_HELP + " Adds the tuned side.")
+    base: str | None = opt(
+        None, BASE_HELP + " Alone (no --adapters) it is sampled by itself: one column.", io="base"
+    )
+    adapters: str | None = opt(None, ADAPTERS_HELP + " Adds the tuned side.", io="adapters")
     prompts: str | None = opt(
         None,
         'JSONL of prompts: ChatML/Alpaca rows (first user turn, plus the row\'s own system turn) or {"prompt": ...} '
         "rows. Default: airoad's bundled prompts.",
+        io="input",
     )
     n: int = opt(0, "Use a seeded random subset of this many prompts, in file order (0 = all).", min=0)
     system_prompt: str | None = opt(
@@ -103,9 +106,13 @@ class CompareConfig(GenerateOptions):
 class EvalConfig(GenerateOptions):
     n: int = opt(60, "Use a seeded random subset of this many prompts, in file order (0 = all).", min=0)
     banned: str | None = opt(
-        None, "Text file of banned strings, one per line ('#' = comment); default: built-in list."
+        None,
+        "Text file of banned strings, one per line ('#' = comment); default: built-in list.",
+        io="input",
     )
-    out: str | None = opt(None, "JSON report (summary per side, drift, every sample); must end in .json.")
+    out: str | None = opt(
+        None, "JSON report (summary per side, drift, every sample); must end in .json.", io="out_file"
+    )
     expect: str | None = opt(
         None,
         "Regex (Python re.search) an answer should contain, e.g. '####\\s*-?\\d' for a GSM8K answer line; "
@@ -119,33 +126,20 @@ class EvalConfig(GenerateOptions):
         return problems + regex_problems("--expect", self.expect)
 
 
-def regex_problems(flag: str, pattern: str | None) -> list[str]:
-    """[] for no pattern or a valid Python regex, else one line naming the flag, the pattern and the fault."""
-    if pattern is None:
-        return []
-    if not pattern:
-        return [f"{flag} '': an empty pattern matches every answer; give a regular expression"]
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        where = f" at position {e.pos}" if e.pos is not None else ""
-        return [
-            f"{flag} {pattern!r}: not a valid regular expression ({e.msg}{where}); fix the pattern "
-            "(Python re syntax; quote it in the shell)"
-        ]
-    return []
-
-
 @dataclass
 class PairsConfig(Generation):
     infile: str | None = opt(
-        None, "SFT JSONL (ChatML and/or Alpaca rows, validated as for training): prompts and chosen answers."
+        None,
+        "SFT JSONL (ChatML and/or Alpaca rows, validated as for training): prompts and chosen answers.",
+        io="input",
     )
     base: str | None = opt(
-        None, BASE_HELP + " Alone (no --adapters): the base model writes the rejected answers."
+        None, BASE_HELP + " Alone (no --adapters): the base model writes the rejected answers.", io="base"
     )
-    adapters: str | None = opt(None, ADAPTERS_HELP + " The tuned model writes the rejected answers.")
-    out: str | None = opt(None, "Output JSONL of preference pairs (prompt, chosen, rejected).")
+    adapters: str | None = opt(
+        None, ADAPTERS_HELP + " The tuned model writes the rejected answers.", io="adapters"
+    )
+    out: str | None = opt(None, "Output JSONL of preference pairs (prompt, chosen, rejected).", io="out_file")
     n: int = opt(0, "Use a seeded random subset of this many conversations, in file order (0 = all).", min=0)
     reject_unless: str | None = opt(
         None,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from airoad.core.base.outputs import OutputError, output_problems
-from airoad.infer.loading import Loaded, load, resolve_source
+from airoad.core.model.adapter_source import Source
+from airoad.infer.loading import Loaded, load
 from airoad.infer.prompts import Prompt, load_prompts
 from airoad.infer.schema import GenerateOptions
 
@@ -26,24 +25,11 @@ class Answers:
     by_side: dict[str, list[Any]]  # side -> [Generation], one per prompt, in prompt order
 
 
-def check_reports(cfg: GenerateOptions, reports: list[Path], extra_inputs: tuple = ()) -> None:
-    """Refuse report paths that would land on an input (adapters, base, prompts, ``extra_inputs``)
-    or replace an existing report without --overwrite: before any model loads."""
-    inputs = [("--adapters", cfg.adapters), ("--base", cfg.base), ("--prompts", cfg.prompts), *extra_inputs]
-    problems = [
-        line
-        for path in reports
-        for line in output_problems("--out", path, inputs, overwrite=cfg.overwrite, kind="file")
-    ]
-    if problems:
-        raise OutputError(problems)
-
-
-def answer_all(cfg: GenerateOptions, printer: Callable[[str], None] = print) -> Answers:
-    """Resolve inputs and read prompts (user errors surface before any weights load), then generate."""
+def answer_all(cfg: GenerateOptions, source: Source, printer: Callable[[str], None] = print) -> Answers:
+    """Read prompts (user errors surface before any weights load), load ``source`` (the core
+    resolved it), then generate every side's answers."""
     from airoad.core.model.generate import generate
 
-    source = resolve_source(cfg.base, cfg.adapters)
     prompts = load_prompts(cfg.prompts, cfg.n, cfg.seed)
     for note in source.notes:
         printer(note)

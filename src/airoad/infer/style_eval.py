@@ -20,13 +20,13 @@ With adapters, ``drift`` is the mean per-token KL(tuned || base) over the tuned 
 
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from airoad.core.base.commands import Invocation
+from airoad.core.base.textargs import UserRegex, user_regex
 from airoad.core.data.text_checks import banned_hits, has_heading, has_list, load_banned
+from airoad.core.model.adapter_source import Source
 from airoad.infer.schema import EvalConfig
 
 # in table order; pct_expect only when --expect is given
@@ -41,14 +41,14 @@ METRICS = (
 )
 
 
-def style_scores(text: str, banned: tuple[str, ...], expect: re.Pattern | None = None) -> dict[str, Any]:
+def style_scores(text: str, banned: tuple[str, ...], expect: UserRegex | None = None) -> dict[str, Any]:
     scores = {
         "has_list": has_list(text),
         "has_heading": has_heading(text),
         "banned_hits": banned_hits(text, banned),
     }
     if expect is not None:
-        scores["expect_match"] = expect.search(text) is not None
+        scores["expect_match"] = expect.search(text)
     return scores
 
 
@@ -91,16 +91,19 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: EvalConfig, inv: Invocation) -> None:
+    """`airoad eval` as the core runs it (inputs resolved, ``--out`` checked and held)."""
+    evaluate(cfg, inv.source, inv.printer)
+
+
+def evaluate(cfg: EvalConfig, source: Source, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate, score, summarise, measure drift; print the table, write ``cfg.out``; returns the report."""
     from airoad.core.base.io import write_json
-    from airoad.infer.sides import answer_all, check_reports, report_header, sample_records
+    from airoad.infer.sides import answer_all, report_header, sample_records
 
-    if cfg.out:
-        check_reports(cfg, [Path(cfg.out)], extra_inputs=(("--banned", cfg.banned),))
     banned = load_banned(cfg.banned)  # a bad --banned file fails before any model loads
-    expect = re.compile(cfg.expect) if cfg.expect else None  # checked by EvalConfig.validate
-    ans = answer_all(cfg, printer)
+    expect = user_regex("--expect", cfg.expect)  # matched under a time budget
+    ans = answer_all(cfg, source, printer)
 
     def extra(side: str, i: int) -> dict[str, Any]:
         return style_scores(ans.by_side[side][i].text, banned, expect)
@@ -130,22 +133,3 @@ def evaluate(cfg: EvalConfig, printer: Callable[[str], None] = print) -> dict[st
         write_json(cfg.out, report)
         printer(f"wrote {cfg.out} ({len(samples)} samples)")
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad eval`; returns the exit status."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-
-        cfg, _ = load_config(
-            EvalConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog="airoad eval",
-            description="Style scores (lists, headings, banned strings, length, speed) of base vs tuned, and drift.",
-        )
-        evaluate(cfg)
-        return 0
-
-    return run_guarded(go)

@@ -13,10 +13,12 @@ The reference never costs a second copy of the weights: without ``init_adapter``
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Any
 
+from airoad.core.base.commands import Invocation
 from airoad.core.run.context import RunContext
 from airoad.core.run.rundir import RunError, check_output_dir, exit_status, world
 from airoad.pref.schema import PER_INVOCATION, PrefConfig
@@ -35,22 +37,28 @@ ADAPTER_KEYS = {
 }
 
 
-def resolve_init(cfg: PrefConfig, base_given: bool, printer=print) -> None:
-    """With ``init_adapter``: check the run dir (no torch), take its base unless base_model was
-    given, and its LoRA settings (the adapter keeps its shape). RunError/LoadError: one line."""
-    if not cfg.init_adapter:
-        return
-    from airoad.core.model.adapter_source import resolve_source
-
-    src = resolve_source(cfg.base_model if base_given else None, cfg.init_adapter, flag="init_adapter")
+def with_init_adapter(cfg: PrefConfig, inv: Invocation) -> PrefConfig:
+    """The config to train: ``cfg`` itself, or with ``init_adapter`` a new config (``cfg`` is never
+    changed) taking the adapter's base unless base_model was given, its LoRA settings (the adapter
+    keeps its shape) and its run's system prompt when none was given. The core resolved and
+    checked the adapter dir (``inv.source``); an explicit option it overrides gets a note."""
+    src = inv.source
+    if not cfg.init_adapter or src is None:
+        return cfg
     for note in src.notes:
-        printer(note.replace("--base", "base_model"))
-    cfg.base_model = src.base
+        inv.printer(note)
+    changes: dict[str, Any] = {"base_model": src.base}
     for key, name in ADAPTER_KEYS.items():
-        if key in src.adapter_config:
-            setattr(cfg, name, src.adapter_config[key])
+        if key in src.adapter_config and src.adapter_config[key] != getattr(cfg, name):
+            changes[name] = src.adapter_config[key]
+            if inv.given(name):
+                inv.printer(
+                    f"note: --{name} {getattr(cfg, name)} is replaced by the init adapter's {key} = "
+                    f"{src.adapter_config[key]} (an adapter keeps its shape)"
+                )
     if cfg.system_prompt is None and src.system_prompt:
-        cfg.system_prompt = src.system_prompt  # train on the prompt the adapter was tuned with
+        changes["system_prompt"] = src.system_prompt  # train on the prompt the adapter was tuned with
+    return dataclasses.replace(cfg, **changes)
 
 
 def use_ref_cache(cfg: PrefConfig, n_rows: int) -> bool:
@@ -63,9 +71,10 @@ def use_ref_cache(cfg: PrefConfig, n_rows: int) -> bool:
     return cfg.max_steps * cfg.per_device_batch_size * cfg.grad_accum / max(n_rows, 1) >= 2.0
 
 
-def pref(cfg: PrefConfig, t_start: float | None = None, printer=print, base_given: bool = True):
-    """Run one preference job; returns (output directory, the finished trainer). User mistakes raise
-    one-line errors before any weights load."""
+def pref(cfg: PrefConfig, t_start: float | None = None, printer=print):
+    """Run one preference job (``cfg`` already with its init adapter's settings, see
+    :func:`with_init_adapter`); returns (output directory, the finished trainer). User mistakes
+    raise one-line errors before any weights load."""
     from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
     from airoad.core.model.loading import load_tokenizer
     from airoad.core.model.model_source import resolve_model
@@ -73,7 +82,6 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print, base_give
     from airoad.pref.data import kto_order, read_data, tokenize_samples
 
     t_start = t_start or time.time()
-    resolve_init(cfg, base_given, printer)
     out, ckpt = check_output_dir(cfg, PER_INVOCATION)
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
@@ -111,11 +119,12 @@ def build_model(ctx: RunContext) -> Any:
     base = load_run_base(ctx.source, ctx.dtype, cfg)
     if not cfg.init_adapter:
         return wrap_with_adapters(base, cfg)
-    from peft import PeftModel
-
+    from airoad.core.model.adapter_source import resolve_source
     from airoad.core.model.adapters import lean_training_paths
+    from airoad.core.model.merging import attach_adapters
 
-    return lean_training_paths(PeftModel.from_pretrained(base, cfg.init_adapter, is_trainable=True))
+    source = resolve_source(cfg.base_model, cfg.init_adapter, flag="--init_adapter", base_flag="--base_model")
+    return lean_training_paths(attach_adapters(base, source, trainable=True))
 
 
 def trl_args(ctx: RunContext, args: dict[str, Any]) -> Any:
@@ -209,35 +218,11 @@ def pref_lane(train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]], 
     )
 
 
-def _silent(*_: Any) -> None:
-    """The printer of ranks other than 0."""
+def run(cfg: PrefConfig, inv: Invocation) -> int:
+    """`airoad pref` as the core runs it: train, then the run's exit status (0, 1, 130/143)."""
+    out, trainer = pref(with_init_adapter(cfg, inv), inv.started, inv.printer)
+    return exit_status(out, trainer.run_state, _stderr if world()[0] == 0 else inv.printer)
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None, prog: str = "airoad pref") -> int:
-    """Entry point of `airoad pref`; returns the exit status."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-
-        t0 = time.time()
-        cfg, sources = load_config(
-            PrefConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog=prog,
-            description="Preference-train a LoRA/DoRA adapter (DPO, ORPO or KTO).",
-        )
-        main_rank = world()[0] == 0
-        printer = print if main_rank else _silent
-        out, trainer = pref(cfg, t0, printer, base_given=sources["base_model"] != "default")
-        return exit_status(out, trainer.run_state, _stderr if main_rank else _silent)
-
-    return run_guarded(go)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,8 +35,6 @@ PER_INVOCATION = core.PER_INVOCATION | {"ref_cache"}
 
 @dataclass
 class PrefConfig(core.RunKeys):
-    INPUT_KEYS = (*core.RunKeys.INPUT_KEYS, "init_adapter")
-
     method: str = opt(
         "dpo",
         "dpo: pairs, against a frozen reference; orpo: pairs, no reference (SFT on chosen + odds-ratio "
@@ -47,6 +45,7 @@ class PrefConfig(core.RunKeys):
         None,
         "An airoad run dir: its adapter is the starting policy and (dpo/kto) the reference; the LoRA "
         "keys then come from it. Unset: a fresh LoRA/DoRA on base_model, and the reference is the base.",
+        io="adapters",
     )
     dataset_path: str = redefault("dataset_path", "data/pref/example_pairs.jsonl")
     output_dir: str = redefault("output_dir", "outputs/pref")

@@ -34,7 +34,6 @@ import dataclasses
 import json
 import re
 import shlex
-import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
@@ -157,14 +156,14 @@ def train_flags(overrides: dict[str, str]) -> list[str]:
 def read_train_yaml(path: str) -> dict[str, Any]:
     """The train YAML's top-level mapping, read the way `airoad train` reads it (same one-line
     errors: no such file, not UTF-8, invalid YAML, not a mapping). Its keys are train's to check."""
-    from airoad.core.base.options import ConfigError, _yaml_with_lines  # train's reader: the same messages
+    from airoad.core.base.options import ConfigError, read_yaml_mapping  # train's reader: the same messages
 
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"--config {p}: is a directory; give the train YAML file")
     if not p.is_file():
         raise ConfigError(f"--config {p}: no such file; check the path")
-    return _yaml_with_lines(p)[0]
+    return read_yaml_mapping(p)[0]
 
 
 def run_output_dir(data: dict[str, Any], overrides: dict[str, str]) -> Path:
@@ -413,12 +412,9 @@ def probe(argv: list[str], printer: Callable[[str], None] = print) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad probe`; returns the exit status."""
-    from airoad.core.base.commands import run_guarded
-
-    argv = sys.argv[1:] if argv is None else argv
+def run(argv: list[str], inv: Any) -> int:
+    """`airoad probe` as the core runs it (it parses its own argv: the train YAML and --set)."""
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
         return 0
-    return run_guarded(lambda: probe(argv))
+    return probe(argv, inv.printer)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from airoad.core.base.options import opt, seed_opt
-from airoad.infer.schema import Generation, regex_problems
+from airoad.core.base.textargs import regex_problems
+from airoad.infer.schema import Generation
 
 DEV_PROMPTS = "data/sft/example_dev.jsonl"
 SHOWN_ANSWERS = 3  # side-by-side answers on the page

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airoad.core.base.commands import Invocation
 from airoad.core.run.context import RunContext
 from airoad.core.run.rundir import TEACHER_CACHE_LINK, RunError, check_output_dir, exit_status, world
 from airoad.sft.data import Example, build_examples, read_data
@@ -180,30 +181,11 @@ def attach_teacher_cache(ctx: RunContext, trainer: Any, train_ex: list[Example])
     return info
 
 
-def _silent(*_: Any) -> None:
-    """The printer of ranks other than 0: one job, one set of lines."""
+def run(cfg: TrainConfig, inv: Invocation) -> int:
+    """`airoad train` as the core runs it: train, then the run's exit status (0, 1, 130/143)."""
+    out, trainer = train(cfg, t_start=inv.started, printer=inv.printer)
+    return exit_status(out, trainer.run_state, _stderr if world()[0] == 0 else inv.printer)
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `airoad train`; returns the exit status."""
-    from airoad.core.base.commands import run_guarded
-
-    def go() -> int:
-        from airoad.core.base.options import load_config
-
-        t0 = time.time()
-        cfg, _ = load_config(
-            TrainConfig,
-            sys.argv[1:] if argv is None else argv,
-            prog="airoad train",
-            description="Fine-tune a chat model with LoRA/DoRA (+KL).",
-        )
-        main_rank = world()[0] == 0
-        out, trainer = train(cfg, t_start=t0, printer=print if main_rank else _silent)
-        return exit_status(out, trainer.run_state, _stderr if main_rank else _silent)
-
-    return run_guarded(go)

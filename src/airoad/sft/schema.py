@@ -17,8 +17,6 @@ PER_INVOCATION = core.PER_INVOCATION | {"kl_cache", "kl_cache_dir"}
 
 @dataclass
 class TrainConfig(core.RunKeys):
-    INPUT_KEYS = (*core.RunKeys.INPUT_KEYS, "kl_anchor_path")
-
     ablate_examples: int = opt(0, "Train on a seeded random subset of this many examples (0 = all).", min=0)
     # --- KL regularisation towards the base model
     kl_lambda: float = opt(0.0, "Weight of KL(base || tuned) on trained tokens (0 disables).", min=0)
@@ -28,6 +26,7 @@ class TrainConfig(core.RunKeys):
         None,
         "JSONL of general conversations (ChatML/Alpaca) mixed into training with KL(base || tuned) on "
         "their assistant tokens and no CE: holds the tune near its base where the task data does not reach.",
+        io="input",
     )
     kl_anchor_lambda: float = opt(
         1.0,

@@ -1,58 +1,85 @@
-"""How every command runs: a table of sub-commands imported lazily (``--help`` loads no torch),
-and a guard that turns user mistakes into ``error:`` lines and exit status 2, no traceback."""
+"""What a command is: a declaration (:class:`Command`) the core runs, and the one guard that maps
+what a command raises to an exit status. Nothing here imports torch.
+
+A command module (``airoad/commands/<name>.py``) holds one ``COMMAND = Command(...)``: its options
+schema (whose fields say which keys are inputs and outputs, see
+:mod:`airoad.core.base.options`), the function that does the work, and its one-line summary.
+:func:`airoad.core.run.command.run_command` parses, resolves and checks every input and output,
+locks the outputs, and calls ``run(cfg, inv)``; :func:`run_guarded` maps the outcome:
+
+- 0: done; 1: a check of the command's own result failed (:class:`CheckFailed`), nothing kept;
+- 2: a user mistake (:class:`UserError`): one ``error:`` line per problem, no traceback;
+- 130 / 143: interrupted by Ctrl-C / SIGTERM (a training run's own status says which).
+"""
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from airoad.core.base.errors import UserError
-from airoad.core.base.options import closest
-
-
-def usage(table: dict[str, tuple[str, str]], prog: str = "airoad", noun: str = "command") -> str:
-    width = max(map(len, table))
-    lines = [f"usage: {prog} <{noun}> [options]   ({prog} <{noun}> --help for its options)", "", f"{noun}s:"]
-    if prog == "airoad":
-        lines[0] += f"\n       {prog} --version"
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in table.items()]
-    return "\n".join(lines)
+from airoad.core.base.errors import CheckFailed, UserError
 
 
-def dispatch(
-    table: dict[str, tuple[str, str]],
-    argv: list[str],
-    prog: str,
-    noun: str,
-    call: Callable[[object, list[str]], int] = lambda module, rest: module.main(rest),
-    what: str | None = None,
-) -> int:
-    """``prog <name> rest...``: usage on no name or --help; one error line with the closest name for an
-    unknown one; else import ``table[name]``'s module (lazily: `--help` loads no torch) and ``call`` it."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage(table, prog, noun))
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in table:
-        hint = closest(name, list(table))
-        fix = f"did you mean `{prog} {hint}`?" if hint else f"see `{prog} --help`"
-        print(f"error: unknown {what or noun} {name!r}; {fix}", file=sys.stderr)
-        return 2
-    return call(importlib.import_module(table[name][0]), rest)
+@dataclass(frozen=True)
+class Command:
+    """A command as it declares itself.
+
+    ``schema``: its options dataclass (None: ``run`` parses argv itself, as the probe does);
+    ``run(cfg, inv)``: the work, returning the exit status (None means 0); ``summary``: one line
+    for the command table and ``--help``; ``writer``: the name its directory outputs are recorded
+    under (``--overwrite`` never replaces another writer's output); ``argv``: a rewrite of argv
+    before parsing (a positional file); ``inputs``: paths the command reads that no field declares
+    (e.g. ``--inputs a.jsonl:3``), as (label, path) pairs; ``outputs``: outputs no field declares
+    (compare's ``--out DIR`` is two report files), as (flag, path, "file" or "dir"); ``check``: the
+    command's own read-only checks of its inputs (a data file's rows), one line per problem, so
+    every problem is reported at once, before anything loads or is written."""
+
+    schema: type | None
+    run: Callable[..., int | None]
+    summary: str
+    writer: str | None = None
+    argv: Callable[[list[str]], list[str]] | None = None
+    inputs: Callable[[Any], list[tuple[str, str | None]]] | None = None
+    outputs: Callable[[Any], list[tuple[str, Path | None, str]]] | None = None
+    check: Callable[[Any], list[str]] | None = None
 
 
-def run_guarded(fn: Callable[[], int]) -> int:
-    """Run a command body; user errors -> `error: ...` lines on stderr and exit 2.
+@dataclass
+class Invocation:
+    """What the core hands a command's ``run``: its name, where each option's value came from, the
+    resolved model inputs (``source``: base, adapters, tokenizer, run system prompt, or None), every
+    input path, and the printer (silent on ranks other than 0)."""
+
+    prog: str
+    sources: dict[str, str] = field(default_factory=dict)
+    source: Any = None
+    inputs: list[tuple[str, Path]] = field(default_factory=list)
+    printer: Callable[[str], None] = print
+    started: float = field(default_factory=time.time)
+
+    def given(self, key: str) -> bool:
+        """Whether option ``key`` was set by the user (YAML or flag), not left at its default."""
+        return self.sources.get(key, "default") != "default"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def run_guarded(fn: Callable[[], int | None]) -> int:
+    """Run a command body; map its outcome to an exit status (module docstring).
 
     Under torchrun / accelerate launch every rank finds the same mistake (all check before any
     writes); only rank 0 reports it, so the user reads it once.
     """
-    speak = os.environ.get("RANK", "0") == "0"
+    speak = rank() == 0
     try:
-        return fn()
+        return fn() or 0
     except KeyboardInterrupt:
         if speak:
             print("interrupted", file=sys.stderr)
@@ -64,3 +91,19 @@ def run_guarded(fn: Callable[[], int]) -> int:
             # The launcher stops every rank when the first one exits: give rank 0 the time to say why.
             time.sleep(3)
         return 2
+    except CheckFailed as e:
+        if speak:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    except SystemExit as e:  # argparse's --help: a status, not an exit from a caller's process
+        return e.code if isinstance(e.code, int) else 0
+
+
+def usage(table: dict[str, str], prog: str = "airoad", noun: str = "command") -> str:
+    """The usage text of a command table (name -> summary)."""
+    width = max(map(len, table))
+    lines = [f"usage: {prog} <{noun}> [options]   ({prog} <{noun}> --help for its options)", "", f"{noun}s:"]
+    if prog == "airoad":
+        lines[0] += f"\n       {prog} --version"
+    lines += [f"  {name:<{width}}  {help_}" for name, help_ in table.items()]
+    return "\n".join(lines)

@@ -6,6 +6,9 @@ prints them as `error: ...` lines and exits 2, with no traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 MAX_PROBLEMS = 20
 
 
@@ -18,3 +21,17 @@ class UserError(Exception):
         if len(problems) > MAX_PROBLEMS:
             self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
         super().__init__("\n".join(self.problems))
+
+
+class CheckFailed(Exception):
+    """A check the command ran on its own result failed (exit 1; nothing kept). One line."""
+
+
+def problems_of(fn: Callable[..., Any], *args: Any) -> list[str]:
+    """The user problems ``fn(*args)`` raises (its result dropped), or []: for checks that must
+    report together with others."""
+    try:
+        fn(*args)
+    except UserError as e:
+        return e.problems
+    return []

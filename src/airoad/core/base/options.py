@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -39,6 +40,12 @@ class ConfigError(UserError):
     """A user mistake in a config file or flags. ``problems`` holds one line per mistake."""
 
 
+# Numbers as a user types them: ASCII digits only (Python's int() also takes '²', '٣' and '1_0').
+INT_TEXT = re.compile(r"[+-]?[0-9]+")
+# nan and inf parse, to be refused by name ("must be a finite number")
+FLOAT_TEXT = re.compile(
+    r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE
+)
 MAX_INT = 2**63 - 1  # what torch, numpy and the HF Trainer take as an integer
 SEED_MAX = 2**32 - 1  # numpy's seed range (HF set_seed seeds numpy too)
 
@@ -52,13 +59,26 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
     """Declare a config option: its default, its help text, and optional checks.
 
     checks: ``choices`` (sequence), ``min``/``max`` (inclusive), ``gt`` (exclusive lower bound); on a
-    list field they apply to every item. ``metavar`` names the value in --help. A mutable default
+    list field they apply to every item. ``metavar`` names the value in --help. ``io`` declares a
+    path's role for the command runner (:data:`IO_ROLES`: an input file or dir, the base model, an
+    adapter dir, an output file, a staged output dir, a training run's dir). A mutable default
     (a list) is copied for each instance.
     """
     metadata = {"help": help, **checks}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+IO_ROLES = ("input", "base", "adapters", "out_file", "out_dir", "run_dir")
+
+
+def input_keys(schema: Any) -> list[str]:
+    """The keys of ``schema`` (a class or an instance) naming paths a command reads (``io`` input,
+    base or adapters in the field's metadata)."""
+    return [
+        f.name for f in dataclasses.fields(schema) if f.metadata.get("io") in ("input", "base", "adapters")
+    ]
 
 
 def default_of(f: dataclasses.Field) -> Any:
@@ -128,22 +148,16 @@ def coerce(value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
+        if isinstance(value, str) and INT_TEXT.fullmatch(value.strip()):
+            return int(value.strip())
         raise ValueError("must be an integer")
     if base is float:
         if isinstance(value, bool):
             raise ValueError("must be a number, not a boolean")
         if isinstance(value, (int, float)):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value.strip())
         raise ValueError("must be a number (e.g. 2e-4)")
     if base is str:
         if isinstance(value, (dict, list)):
@@ -182,12 +196,14 @@ def _check(field: dataclasses.Field, value: Any) -> str | None:
     return None
 
 
-def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """Safe-load a YAML mapping and the 1-based line of each top-level key."""
+def read_yaml_mapping(path: Path, what: str = "config") -> tuple[dict[str, Any], dict[str, int]]:
+    """Safe-load a YAML mapping and the 1-based line of each top-level key. ConfigError (one line
+    each) for an unreadable or non-UTF-8 file, bad syntax, a non-mapping, or a key given twice
+    (PyYAML silently keeps the last one)."""
     import yaml
 
     try:
-        text, not_utf8 = read_utf8(path, "config")
+        text, not_utf8 = read_utf8(path, what)
     except OSError as e:
         raise ConfigError([f"{path}: cannot be read ({e.strerror}); check the path"]) from None
     if not_utf8:
@@ -205,7 +221,20 @@ def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         return {}, {}
     if not isinstance(data, dict) or node is None or not hasattr(node, "value"):
         raise ConfigError([f"{path}:1: the config must be a mapping of `key: value` lines"])
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    lines: dict[str, int] = {}
+    problems = []
+    for k, _ in node.value:
+        if not hasattr(k, "value"):
+            continue
+        line = k.start_mark.line + 1
+        if k.value in lines:
+            problems.append(
+                f"{path}:{line}: key `{k.value}` is given twice (first on line {lines[k.value]}); keep one"
+            )
+        else:
+            lines[k.value] = line
+    if problems:
+        raise ConfigError(problems)
     return data, lines
 
 
@@ -241,7 +270,8 @@ def _build_parser(schema: type, prog: str, description: str) -> argparse.Argumen
         parser.add_argument(
             f"--{f.name}",
             default=argparse.SUPPRESS,
-            help=f"{meta.get('help', '')}{extra} (default: {default_of(f)})",
+            # argparse %-formats help: a literal % (e.g. "~30% slower") must be doubled
+            help=f"{meta.get('help', '')}{extra} (default: {default_of(f)})".replace("%", "%%"),
             **shape,
         )
     return parser
@@ -259,6 +289,8 @@ def load_config(
     ("default", "FILE:LINE" or "--flag"). Raises ConfigError listing every problem.
     """
     fields = {f.name: f for f in dataclasses.fields(schema)}
+    if bad := not_utf8_arguments(argv):
+        raise ConfigError(bad)
     parser = _build_parser(schema, prog, description)
     known, unknown = parser.parse_known_args(argv)
     problems = _unknown_flags(unknown, list(fields), prog)
@@ -279,6 +311,20 @@ def load_config(
         if cross:
             raise ConfigError(cross)
     return cfg, sources
+
+
+def not_utf8_arguments(argv: list[str]) -> list[str]:
+    """One line per argument that holds bytes which are not UTF-8 (Python keeps them as lone
+    surrogates; printing or writing them fails later, after the work is done)."""
+    problems = []
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            flag = arg.split("=", 1)[0] if arg.startswith("--") else (argv[i - 1] if i else "argument")
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            problems.append(f"{flag}: {shown!r} holds bytes that are not UTF-8 text; type it as UTF-8")
+    return problems
 
 
 def _unknown_flags(unknown: list[str], names: list[str], prog: str) -> list[str]:
@@ -305,7 +351,7 @@ def _read_yaml_values(
     """The YAML file's known keys into ``raw`` (``sources``: FILE:LINE); a line per unknown key."""
     if not path.is_file():
         raise ConfigError([f"--config {path}: no such file; check the path"])
-    data, lines = _yaml_with_lines(path)
+    data, lines = read_yaml_mapping(path)
     problems = []
     for key, value in data.items():
         where = f"{path}:{lines.get(key, 1)}"

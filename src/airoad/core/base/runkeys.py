@@ -57,14 +57,14 @@ def redefault(field: str, default: Any) -> Any:
 
 @dataclass
 class RunKeys:
-    # Keys naming paths the run reads: its output_dir may not be, hold or lie inside any of them
-    # (core.rundir.check_output_dir). Unannotated, so not a config field; lanes extend it.
-    INPUT_KEYS = ("dataset_path", "dev_path", "base_model")
-
     # --- model and data
-    base_model: str = opt("Qwen/Qwen2.5-0.5B-Instruct", "Hub id or local path of the chat model to tune.")
-    dataset_path: str = opt("data/sft/example_train.jsonl", "Training JSONL (ChatML and/or Alpaca rows).")
-    dev_path: str | None = opt(None, "Optional dev JSONL, evaluated every eval_every_steps.")
+    base_model: str = opt(
+        "Qwen/Qwen2.5-0.5B-Instruct", "Hub id or local path of the chat model to tune.", io="base"
+    )
+    dataset_path: str = opt(
+        "data/sft/example_train.jsonl", "Training JSONL (ChatML and/or Alpaca rows).", io="input"
+    )
+    dev_path: str | None = opt(None, "Optional dev JSONL, evaluated every eval_every_steps.", io="input")
     system_prompt: str | None = opt(
         None,
         "System turn for Alpaca rows and ChatML rows without one; unset keeps the chat template's default.",
@@ -78,7 +78,7 @@ class RunKeys:
         "liger-kernel). The loss needs none: airoad's head already runs chunked on trained tokens.",
     )
     # --- run
-    output_dir: str = opt("outputs/run", "Directory for the adapter, logs and metrics.")
+    output_dir: str = opt("outputs/run", "Directory for the adapter, logs and metrics.", io="run_dir")
     overwrite: bool = opt(
         False,
         "Start over in a non-empty output_dir: its run files and checkpoints are replaced (see resume).",

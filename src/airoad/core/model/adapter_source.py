@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airoad.core.model.loading import LoadError, first_line, safetensors_problem
+from airoad.core.model.loading import LoadError, first_line, safetensors_header, safetensors_problem
 
 RUN_CONFIG = "run_config.yaml"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -32,6 +32,7 @@ class Source:
     tokenizer_from: str = ""
     adapter_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    adapter_flag: str = "--adapters"  # the option that named the adapter dir, for messages
 
     @property
     def adapter_kind(self) -> str:
@@ -86,27 +87,80 @@ def check_adapter_dir(path: str | Path, flag: str = "--adapters") -> dict[str, A
     config = _read_json(p / ADAPTER_CONFIG)
     if bad := adapter_config_problem(config):
         raise LoadError(f"{flag} {p / ADAPTER_CONFIG}: {bad}; restore the file the run wrote")
+    if (why := safetensors_problem(p / ADAPTER_WEIGHTS)) is None and (
+        bad := adapter_tensor_problem(config, safetensors_header(p / ADAPTER_WEIGHTS))
+    ):
+        raise LoadError(f"{flag} {p}: {bad}; restore the files the run wrote")
     return config
 
 
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
 def adapter_config_problem(config: dict[str, Any]) -> str | None:
-    """The first key of a LoRA/DoRA adapter_config.json with a value PEFT cannot use, or None."""
+    """The first key of a LoRA/DoRA adapter_config.json with a value PEFT cannot use (or one that
+    asks for what airoad does not load: another PEFT method), or None."""
     checks = {
-        "r": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "lora_alpha": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+        "peft_type": lambda v: v == "LORA",
+        "r": _positive_int,
+        "lora_alpha": _positive_number,
         "lora_dropout": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1,
         "use_dora": lambda v: isinstance(v, bool),
+        "use_rslora": lambda v: isinstance(v, bool),
         "target_modules": lambda v: (
             v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        ),
+        "rank_pattern": lambda v: v is None or (isinstance(v, dict) and all(map(_positive_int, v.values()))),
+        "alpha_pattern": lambda v: (
+            v is None or (isinstance(v, dict) and all(map(_positive_number, v.values())))
+        ),
+        "modules_to_save": lambda v: (
+            v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v))
         ),
     }
     for key, ok in checks.items():
         if key in config and not ok(config[key]):
+            if key == "peft_type":
+                return f"`peft_type` is {config[key]!r}; airoad loads LoRA and DoRA adapters (peft_type LORA) only"
             return f"`{key}` is {config[key]!r}, which a LoRA adapter cannot have"
     return None
 
 
-def _check_base(base: str, base_from: str) -> None:
+def adapter_tensor_problem(config: dict[str, Any], header: dict[str, Any]) -> str | None:
+    """What the weights file says against its config, or None: every lora_A/lora_B pair present
+    with the config's rank (``rank_pattern`` included), and DoRA's magnitude vectors present
+    exactly when ``use_dora`` is true (a DoRA adapter loaded as LoRA silently drops them)."""
+    shapes = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    modules = sorted({k.rsplit(".lora_A.", 1)[0] for k in shapes if ".lora_A." in k})
+    magnitudes = [k for k in shapes if "lora_magnitude_vector" in k]
+    dora = config.get("use_dora", False)
+    if not modules:
+        return "its weights hold no LoRA tensors (lora_A/lora_B); give a LoRA or DoRA adapter"
+    if magnitudes and not dora:
+        return (
+            f"its weights hold {len(magnitudes)} DoRA magnitude vectors but adapter_config.json says "
+            "`use_dora: false`: loaded as LoRA they would be dropped"
+        )
+    if dora and not magnitudes:
+        return "adapter_config.json says `use_dora: true` but its weights hold no DoRA magnitude vector"
+    pattern = config.get("rank_pattern") or {}
+    for module in modules:
+        a, b = shapes.get(f"{module}.lora_A.weight"), shapes.get(f"{module}.lora_B.weight")
+        if not (isinstance(a, list) and isinstance(b, list) and len(a) == 2 and len(b) == 2):
+            return f"{module}: lora_A/lora_B missing or not matrices in its weights"
+        ranks = {config.get("r"), *pattern.values()} - {None}  # PEFT matches rank_pattern keys as regexes
+        if a[0] != b[1] or (ranks and a[0] not in ranks):
+            said = ", ".join(map(str, sorted(ranks)))
+            return f"{module}: lora_A {a} and lora_B {b} do not have the rank adapter_config.json gives (r: {said})"
+    return None
+
+
+def check_base_path(base: str, base_from: str, base_flag: str = "--base") -> None:
     """A local base must be a model dir; anything else is taken as a hub id (checked when loading)."""
     p = Path(base).expanduser()
     if p.exists():
@@ -114,18 +168,21 @@ def _check_base(base: str, base_from: str) -> None:
             raise LoadError(f"base model {base!r} (from {base_from}): not a model directory (no config.json)")
     elif base.startswith(("/", "./", "../", "~")) or base.count("/") > 1:
         raise LoadError(
-            f"base model {base!r} (from {base_from}): no such directory; pass --base DIR_OR_HUB_ID"
+            f"base model {base!r} (from {base_from}): no such directory; pass {base_flag} DIR_OR_HUB_ID"
         )
 
 
-def resolve_source(base: str | None, adapters: str | None, flag: str = "--adapters") -> Source:
+def resolve_source(
+    base: str | None, adapters: str | None, flag: str = "--adapters", base_flag: str = "--base"
+) -> Source:
     """Work out base, adapters, system prompt and tokenizer source. No torch, no weights.
-    ``flag`` names the adapter option in messages (``--adapters``; a lane's ``init_adapter``)."""
+    ``flag`` and ``base_flag`` name the options in messages (``--adapters``/``--base``; a lane's
+    ``--init_adapter``/``--base_model``)."""
     if not adapters:
         if not base:
-            raise LoadError("give --adapters (a run's output_dir) and/or --base (a model)")
-        _check_base(base, "--base")
-        return Source(base=base, base_from="--base", tokenizer_from=base)
+            raise LoadError(f"give {flag} (a run's output_dir) and/or {base_flag} (a model)")
+        check_base_path(base, base_flag, base_flag)
+        return Source(base=base, base_from=base_flag, tokenizer_from=base)
     adir = Path(adapters)
     acfg = check_adapter_dir(adir, flag)
     run = _read_run_config(adir / RUN_CONFIG) if (adir / RUN_CONFIG).is_file() else {}
@@ -136,17 +193,17 @@ def resolve_source(base: str | None, adapters: str | None, flag: str = "--adapte
     recorded = [(str(b), where) for b, where in recorded if b]
     notes = []
     if base:
-        base_from = "--base"
+        base_from = base_flag
         if recorded and recorded[0][0] != base:
-            notes.append(f"note: --base {base} overrides {recorded[0][0]} recorded in {recorded[0][1]}")
+            notes.append(f"note: {base_flag} {base} overrides {recorded[0][0]} recorded in {recorded[0][1]}")
     elif recorded:
         base, base_from = recorded[0]
     else:
         raise LoadError(
             f"{flag} {adir}: names no base model (no {RUN_CONFIG} base_model, no base_model_name_or_path "
-            f"in {ADAPTER_CONFIG}); pass --base"
+            f"in {ADAPTER_CONFIG}); pass {base_flag}"
         )
-    _check_base(base, base_from)
+    check_base_path(base, base_from, base_flag)
     if why := safetensors_problem(adir / ADAPTER_WEIGHTS):  # after the config: what it names comes first
         raise LoadError(f"{flag} {adir / ADAPTER_WEIGHTS}: {why}; train again or restore the file")
     has_tok = (adir / "tokenizer_config.json").is_file()
@@ -158,4 +215,5 @@ def resolve_source(base: str | None, adapters: str | None, flag: str = "--adapte
         tokenizer_from=str(adir) if has_tok else base,
         adapter_config=acfg,
         notes=notes,
+        adapter_flag=flag,
     )

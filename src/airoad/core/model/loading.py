@@ -55,6 +55,21 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file (tensor name -> dtype, shape, offsets); {} when it
+    cannot be read (:func:`safetensors_problem` says why)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError, struct.error):
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
 def check_weight_files(directory: Path, label: str) -> None:
     """LoadError (one line) for the first damaged *.safetensors file in ``directory``."""
     for f in sorted(directory.glob("*.safetensors")):

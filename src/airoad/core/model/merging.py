@@ -11,27 +11,62 @@ round a small adapter update away).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from airoad.core.model.adapter_source import Source
-from airoad.core.model.loading import LoadError, first_line, load_causal_lm, load_tokenizer, quiet_renames
+from airoad.core.model.adapter_source import ADAPTER_WEIGHTS, Source
+from airoad.core.model.loading import (
+    LoadError,
+    first_line,
+    load_causal_lm,
+    load_tokenizer,
+    quiet_renames,
+    safetensors_header,
+)
 
 
-def attach_adapters(model: Any, source: Source) -> Any:
-    """Wrap ``model`` with the adapters of ``source`` (inference mode); LoadError if they do not fit."""
+def attach_adapters(model: Any, source: Source, trainable: bool = False) -> Any:
+    """Wrap ``model`` with the adapters of ``source`` (inference mode, or ``trainable``): the one
+    adapter load of every command and lane. LoadError (one line) if they do not fit the base: a
+    module the base lacks, a shape from another model, or anything PEFT refuses."""
     from peft import PeftModel
 
     from airoad.core.kernels.dora_cache import cache_dora_norms
 
+    label = f"{source.adapter_flag} {source.adapters}"
+    if why := fit_problem(model, safetensors_header(Path(source.adapters) / ADAPTER_WEIGHTS)):
+        raise LoadError(f"{label}: does not fit {source.base} ({why}); pass the base it was trained on")
     try:
-        peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        peft_model = PeftModel.from_pretrained(model, str(source.adapters), is_trainable=trainable)
+    except Exception as e:  # PEFT raises many types for a bad config; all are the user's file
         raise LoadError(
-            f"--adapters {source.adapters}: does not load onto {source.base} ({first_line(e)[:300]}); "
-            "pass the --base it was trained on"
+            f"{label}: does not load onto {source.base} ({type(e).__name__}: {first_line(e)[:300]}); "
+            "pass the base it was trained on, or restore the adapter the run wrote"
         ) from None
-    cache_dora_norms(peft_model)  # DoRA decoding would otherwise recompute every norm per token
+    if not trainable:
+        cache_dora_norms(peft_model)  # DoRA decoding would otherwise recompute every norm per token
     return peft_model
+
+
+def fit_problem(model: Any, header: dict[str, Any]) -> str | None:
+    """The first adapter tensor that does not fit ``model`` (its module is missing, or its shape is
+    another model's), as "q_proj of layer 0 is 896 -> 896 here, the adapter's 64 -> 64", or None."""
+    shapes = {k: v.get("shape") for k, v in header.items() if isinstance(v, dict)}
+    for key, a in shapes.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key.removesuffix(".lora_A.weight").removeprefix("base_model.model.")
+        b = shapes.get(key.replace(".lora_A.", ".lora_B."))
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            return f"it adapts {name}, which this base does not have"
+        have = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+        if None in have or not (isinstance(a, list) and isinstance(b, list)):
+            continue
+        if (a[-1], b[0]) != have:
+            return f"{name} is {have[0]} -> {have[1]} in this base, {a[-1]} -> {b[0]} in the adapter"
+    return None
 
 
 def tied(model: Any) -> bool:

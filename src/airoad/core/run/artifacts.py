@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.base.io import move_dir_contents, write_bytes, write_json
+from airoad.core.base.options import input_keys
 from airoad.core.base.outputs import record
 from airoad.core.data.chat_data import file_sha256
 from airoad.core.run.callbacks import LossLogger, RunState
@@ -146,7 +147,7 @@ def run_info(ctx: RunContext, trainer: Any, state: RunState) -> dict[str, Any]:
     }
     if cfg.dev_path:
         data["dev_path"], data["dev_sha256"] = cfg.dev_path, file_sha256(cfg.dev_path)
-    for key in cfg.INPUT_KEYS:  # a lane's other data files (SFT: kl_anchor_path)
+    for key in input_keys(cfg):  # a lane's other data files (SFT: kl_anchor_path)
         path = getattr(cfg, key)
         if key not in ("dataset_path", "dev_path", "base_model") and path and Path(path).is_file():
             data[key], data[f"{key}_sha256"] = path, file_sha256(path)

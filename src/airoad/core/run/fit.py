@@ -29,6 +29,7 @@ from airoad.core.run.rundir import (
     sync_ranks,
     world,
 )
+from airoad.core.run.sharding import allow_cpu_fsdp, sharding_line
 
 # HF Trainer applies Liger to the (PEFT-wrapped) model; the loss kernels stay off because the
 # lanes' losses never ask the model for full logits.
@@ -206,6 +207,7 @@ def fit(ctx: RunContext, lane: Lane) -> Any:
 
     cfg, printer = ctx.cfg, ctx.printer
     quiet_libraries()
+    allow_cpu_fsdp(ctx.device)  # an FSDP launch on CPU processes shards (or fails in one line)
     set_seed(cfg.seed)
     printer(f"loading model: {ctx.source.describe()}")
     model = lane.build_model(ctx)
@@ -236,6 +238,8 @@ def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     cbs = make_callbacks(ctx, state, lane)
     trainer = lane.build_trainer(ctx, model, training_kwargs(ctx, bool(lane.n_dev)), cbs.all)
     trainer.remove_callback(PrinterCallback)  # our LivePrinter replaces its raw dict lines
+    if line := sharding_line(trainer):
+        printer(line)
     cbs.checkpointer.totals = trainer.run_totals
     with lora_in_autocast(model, trainer.args.bf16):
         if lane.before_train:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.base.errors import UserError
+from airoad.core.base.options import coerce, field_types, input_keys
 from airoad.core.base.outputs import (
     LOCK,
     MANIFEST,
@@ -83,13 +84,13 @@ def check_output_dir(cfg: Any, per_invocation: frozenset[str] = frozenset()) -> 
     """Read-only checks of output_dir; returns (output_dir, checkpoint to resume from or None).
 
     ``cfg``: a lane's config (a core.schema.RunKeys: output_dir, resume, overwrite, max_steps and
-    the INPUT_KEYS paths); ``per_invocation``: its keys that may differ in a resumed run. Every rank
+    the paths its schema declares as inputs); ``per_invocation``: its keys that may differ in a resumed run. Every rank
     runs these checks before any rank writes, so all reach the same verdict.
     """
     out = Path(cfg.output_dir).expanduser()
-    # Each lane names its input paths (INPUT_KEYS): an output dir on or around any of them could
-    # overwrite or remove what the user gave us, --overwrite or not.
-    inputs = [(k, getattr(cfg, k)) for k in cfg.INPUT_KEYS]
+    # Each lane declares its input paths (io= in its schema): an output dir on or around any of
+    # them could overwrite or remove what the user gave us, --overwrite or not.
+    inputs = [(k, getattr(cfg, k)) for k in input_keys(cfg)]
     if hit := clash(out, inputs):
         raise RunError(f"output_dir {out}: {hit}; choose another --output_dir (inputs are never modified)")
     if out.exists() and not out.is_dir():
@@ -170,8 +171,6 @@ def data_changed(cfg: Any, out: Path, saved_sha: str | None) -> list[str]:
 def resume_mismatches(cfg: Any, out: Path, per_invocation: frozenset[str]) -> list[str]:
     """One line per key that differs from the run being resumed (keys in ``per_invocation`` may)."""
     import yaml
-
-    from airoad.core.base.options import coerce, field_types
 
     saved_path = out / "run_config.yaml"
     if not saved_path.is_file():

@@ -1,0 +1,195 @@
+"""How every command runs, once: argv -> options -> inputs resolved -> outputs checked and held
+-> the command's ``run`` -> exit status.
+
+The rule from a command's name to its code: ``airoad NAME`` is the module
+``airoad.commands.NAME`` and ``airoad GROUP TOOL`` is ``airoad.commands.GROUP_TOOL`` (dashes become
+underscores: ``airoad data neg-guard`` is ``airoad/commands/data_neg_guard.py``). Each holds one
+:class:`~airoad.core.base.commands.Command`.
+
+What the core does for every command (a command re-implements none of it):
+
+1. parse: :func:`~airoad.core.base.options.load_config` (YAML < flags, every problem at once,
+   arguments that are not UTF-8 refused, numbers strict);
+2. resolve inputs: every field declared ``io="input"``, the adapter dir (``io="adapters"``) with the
+   base model and tokenizer it names (its ``run_config.yaml`` or ``adapter_config.json``; an
+   explicit ``io="base"`` field wins) and the command's own extra inputs;
+3. check outputs (``io="out_file"``, ``"out_dir"``, ``"run_dir"``) against all of those inputs, and
+   for existing ones ``--overwrite`` (only over what airoad recorded, of the same kind);
+4. hold the outputs (a lock beside each; a second airoad process is refused), re-check them under
+   the lock, run, release; map the outcome to an exit status (:func:`run_guarded`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from airoad.core.base.commands import Command, Invocation, rank, run_guarded, usage
+from airoad.core.base.errors import UserError
+from airoad.core.base.options import closest, load_config
+from airoad.core.base.outputs import clash, holding, inside_output, output_problems
+from airoad.core.model.adapter_source import Source, resolve_source
+
+COMMANDS_PACKAGE = "airoad.commands"
+GROUPS = ("data", "export")  # `airoad GROUP TOOL`
+OUTPUT_KINDS = {"out_file": "file", "out_dir": "dir", "run_dir": "run"}
+
+
+def module_name(words: list[str]) -> str:
+    """The module of ``airoad WORDS...`` by the one rule (module docstring)."""
+    return f"{COMMANDS_PACKAGE}.{'_'.join(w.replace('-', '_') for w in words)}"
+
+
+def table(group: str | None = None) -> dict[str, str]:
+    """Command name -> summary of every top-level command (or of ``group``'s tools), read from
+    the command modules (which import no torch)."""
+    pkg = importlib.import_module(COMMANDS_PACKAGE)
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    found: dict[str, str] = {}
+    for name in names:
+        head, _, tail = name.partition("_")
+        if group is None and head in GROUPS:
+            found.setdefault(head, importlib.import_module(f"{COMMANDS_PACKAGE}.{head}").SUMMARY)
+        elif group is None and name not in GROUPS:
+            found[name] = importlib.import_module(f"{COMMANDS_PACKAGE}.{name}").COMMAND.summary
+        elif group is not None and head == group and tail:
+            found[tail.replace("_", "-")] = importlib.import_module(
+                f"{COMMANDS_PACKAGE}.{name}"
+            ).COMMAND.summary
+    return found
+
+
+def dispatch(argv: list[str], words: tuple[str, ...] = ()) -> int:
+    """``airoad [GROUP] NAME rest...``: usage (exit 0 for --help, 2 for nothing at all), one error
+    line with the closest name for an unknown one, else run the command."""
+    group = words[0] if words else None
+    prog, noun = " ".join(("airoad", *words)), "tool" if group == "data" else "target" if group else "command"
+    names = table(group)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(names, prog, noun), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in names:
+        hint = closest(name, list(names))
+        fix = f"did you mean `{prog} {hint}`?" if hint else f"see `{prog} --help`"
+        what = {"data": "data tool", "export": "export target"}.get(group or "", "command")
+        print(f"error: unknown {what} {name!r}; {fix}", file=sys.stderr)
+        return 2
+    if group is None and name in GROUPS:
+        return dispatch(rest, (name,))
+    module = importlib.import_module(module_name([*words, name]))
+    return run_command(module.COMMAND, rest, f"{prog} {name}")
+
+
+def run_command(cmd: Command, argv: list[str], prog: str) -> int:
+    """Run ``cmd`` on ``argv`` the one way (module docstring); returns the exit status."""
+    printer = print if rank() == 0 else _silent
+    if cmd.schema is None:
+        return run_guarded(lambda: cmd.run(argv, Invocation(prog=prog, printer=printer)))
+
+    def body() -> int | None:
+        args = cmd.argv(argv) if cmd.argv else argv
+        cfg, sources = load_config(cmd.schema, args, prog=prog, description=cmd.summary)
+        inv = Invocation(prog=prog, sources=sources, printer=printer)
+        problems: list[str] = []
+        try:
+            inv.source, inv.inputs = resolve_inputs(cfg, inv, cmd)
+        except UserError as e:  # checked against what was given; reported with the rest
+            problems += e.problems
+            inv.inputs = existing(given_inputs(cfg, cmd))
+        outputs = declared_outputs(cfg) + (cmd.outputs(cfg) if cmd.outputs else [])
+        problems += output_checks(cfg, outputs, inv.inputs, cmd.writer)
+        problems += cmd.check(cfg) if cmd.check else []
+        if problems:
+            raise UserError(problems)
+        held = [(flag, path) for flag, path, kind in outputs if kind != "run" and path is not None]
+        with holding(held):
+            if problems := output_checks(cfg, outputs, inv.inputs, cmd.writer):  # under the lock
+                raise UserError(problems)
+            status = cmd.run(cfg, inv)
+        return status if isinstance(status, int) else 0  # a tool may return what it made
+
+    return run_guarded(body)
+
+
+def _silent(*_: Any) -> None:
+    """The printer of ranks other than 0: one job, one set of lines."""
+
+
+def fields_with(cfg: Any, role: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(cfg) if f.metadata.get("io") == role]
+
+
+def resolve_inputs(cfg: Any, inv: Invocation, cmd: Command) -> tuple[Source | None, list[tuple[str, Path]]]:
+    """(the resolved model source or None, every (label, path) the command reads that exists here).
+    UserError lists every problem of the model inputs."""
+    raw = given_inputs(cfg, cmd)
+    source = None
+    adapters, bases = fields_with(cfg, "adapters"), fields_with(cfg, "base")
+    base_key = bases[0] if bases else None
+    base = getattr(cfg, base_key) if base_key else None
+    if adapters and getattr(cfg, adapters[0]):
+        # the adapter dir names its base: an explicit base wins, a schema default does not
+        given = base if base_key and inv.given(base_key) else None
+        source = resolve_source(
+            given, getattr(cfg, adapters[0]), flag=f"--{adapters[0]}", base_flag=f"--{base_key}"
+        )
+    elif base_key and base and adapters:
+        source = resolve_source(base, None, base_flag=f"--{base_key}")
+    if source is not None:
+        label = source.base_from if source.base_from.startswith("--") else "base"
+        raw += [(label, source.base), ("tokenizer", source.tokenizer_from)]
+    return source, existing(raw)
+
+
+def given_inputs(cfg: Any, cmd: Command) -> list[tuple[str, str | None]]:
+    """(flag, path) of every input the user gave: fields declared io input, base or adapters, and
+    the command's own extra inputs."""
+    keys = [f.name for f in dataclasses.fields(cfg) if f.metadata.get("io") in ("input", "base", "adapters")]
+    return [(f"--{k}", getattr(cfg, k)) for k in keys] + (cmd.inputs(cfg) if cmd.inputs else [])
+
+
+def existing(raw: list[tuple[str, Any]]) -> list[tuple[str, Path]]:
+    """The (label, path) pairs whose path exists here (what could be overwritten)."""
+    return [
+        (label, Path(str(p)).expanduser()) for label, p in raw if p and Path(str(p)).expanduser().exists()
+    ]
+
+
+def declared_outputs(cfg: Any) -> list[tuple[str, Path | None, str]]:
+    """(flag, path, kind) of every output field that is set (path None: given as an empty string,
+    which the check refuses); kind: file, dir, or run (a training run's directory)."""
+    found = []
+    for role, kind in OUTPUT_KINDS.items():
+        for key in fields_with(cfg, role):
+            value = getattr(cfg, key)
+            if value is not None:
+                found.append((f"--{key}", Path(value).expanduser() if str(value).strip() else None, kind))
+    return found
+
+
+def output_checks(
+    cfg: Any, outputs: list[tuple[str, Path | None, str]], inputs: list[tuple[str, Path]], writer: str | None
+) -> list[str]:
+    """One line per problem of every output: against every input, and (files and staged dirs)
+    against what exists, with ``--overwrite``. A run dir's existing contents are its lane's to
+    judge (resume, overwrite), after this."""
+    overwrite = bool(getattr(cfg, "overwrite", False))
+    problems = []
+    for flag, path, kind in outputs:
+        if path is None:
+            what = "directory" if kind != "file" else "file"
+            problems.append(f"{flag} '' is empty; give the {what} to write (e.g. {flag} outputs/my_run)")
+        elif kind == "run":  # a training run names its keys as its YAML does
+            key = flag.removeprefix("--")
+            if hit := clash(path, [(label.removeprefix("--"), p) for label, p in inputs]):
+                problems.append(f"{key} {path}: {hit}; choose another {flag} (inputs are never modified)")
+            elif owner := inside_output(path):
+                problems.append(f"{key} {path}: lies inside {owner}; choose another {flag}")
+        else:
+            problems += output_problems(flag, path, inputs, overwrite=overwrite, kind=kind, writer=writer)
+    return problems
