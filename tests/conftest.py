@@ -1,6 +1,11 @@
-"""Shared fixtures: a tiny random Qwen2 model with the real Qwen2.5 tokenizer (from ../shared).
+"""Shared fixtures: a tiny random Qwen2 model with the real Qwen2.5 tokenizer (from ../shared, or
+the folder AIROAD_TEST_TOKENIZER names).
 
-Tests that need the tokenizer fixture skip cleanly when ../shared is absent.
+Tests that need the tokenizer fixture skip cleanly when it is absent.
+
+``--device cuda`` (or AIROAD_TEST_DEVICE=cuda; default cpu) runs the kernel and loss tests that
+take the ``device`` fixture on the GPU (bench/gpu_check.py does); tests that train through
+``airoad train`` pick the device themselves (``device: auto``: the GPU where there is one).
 """
 
 from __future__ import annotations
@@ -24,17 +29,59 @@ def _bf16_units() -> bool:
     return cpu_bf16_units()
 
 
-# The bf16 path's own tests: they run where the CPU has bf16 units (elsewhere bf16 matmuls are
-# emulated, hundreds of times slower, and no run picks bf16 by default).
-needs_bf16 = pytest.mark.skipif(
-    not _bf16_units(),
-    reason="this CPU has no bf16 units (avx512_bf16 / amx_bf16): no run trains in bf16 here",
-)
+DEVICES = ("cpu", "cuda")
+TEST_DEVICE = os.environ.get("AIROAD_TEST_DEVICE", "cpu")  # pytest_configure sets it from --device
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default=os.environ.get("AIROAD_TEST_DEVICE", "cpu"),
+        choices=DEVICES,
+        help="where the kernel and loss tests (the `device` fixture) run; default cpu, or AIROAD_TEST_DEVICE",
+    )
+
+
+def pytest_configure(config):
+    global TEST_DEVICE
+    TEST_DEVICE = config.getoption("--device")
+    config.addinivalue_line("markers", "needs_bf16: runs only where bf16 arithmetic is native")
+    if TEST_DEVICE == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--device cuda: no CUDA GPU is visible to torch")
+
+
+def bf16_native() -> bool:
+    """bf16 arithmetic in hardware where the tests run: a CUDA GPU with bf16, or a CPU with bf16 units."""
+    if TEST_DEVICE == "cuda":
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return _bf16_units()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_bf16") and not bf16_native():
+        pytest.skip("this CPU has no bf16 units (avx512_bf16 / amx_bf16): no run trains in bf16 here")
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """ "cpu" or "cuda" (``--device``): where the kernel and loss tests put their tensors."""
+    return TEST_DEVICE
+
+
+# The bf16 path's own tests: they run where bf16 is native (a CPU with bf16 units, a CUDA GPU with
+# --device cuda); elsewhere bf16 matmuls are emulated, hundreds of times slower, and no run picks
+# bf16 by default.
+needs_bf16 = pytest.mark.needs_bf16
 # Compared against fp32 references: pin the precision, whatever `dtype: auto` picks on this CPU.
 FP32 = ("--dtype", "float32")
 BF16 = ("--dtype", "bfloat16")
 SHARED = REPO.parent / "shared"
-TOKENIZER_DIR = SHARED / "fixtures" / "qwen2.5-tokenizer"
+TOKENIZER_DIR = Path(os.environ.get("AIROAD_TEST_TOKENIZER") or SHARED / "fixtures" / "qwen2.5-tokenizer")
 
 
 def train_args(model_dir, data, out, *extra: str) -> list[str]:
@@ -61,7 +108,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
     if not TOKENIZER_DIR.is_dir():
-        pytest.skip("../shared/fixtures/qwen2.5-tokenizer not present")
+        pytest.skip(f"{TOKENIZER_DIR} not present (../shared, or set AIROAD_TEST_TOKENIZER)")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(TOKENIZER_DIR)

@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip(
+    "trl", reason="the benchmark's anchor is TRL (not installed, or its datasets dependency is not)"
+)
 
 
 def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir, tmp_path):

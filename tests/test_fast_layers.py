@@ -63,12 +63,12 @@ def test_every_lora_dropout_is_swapped(tiny_model_dir):
     assert all(m.p == 0.1 for m in pm.modules() if isinstance(m, FastDropout))
 
 
-def _dora_model(tiny_model_dir):
+def _dora_model(tiny_model_dir, device="cpu"):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).to(device)
     cfg = LoraConfig(
         r=4, lora_alpha=8, lora_dropout=0.0, use_dora=True, target_modules=["q_proj", "down_proj"]
     )
@@ -79,13 +79,13 @@ def _dora_model(tiny_model_dir):
     return pm
 
 
-def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir, monkeypatch):
+def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir, monkeypatch, device):
     from peft.tuners.lora.dora import DoraLinearLayer
 
     from airoad.core.kernels import dora_cache
 
-    ids = torch.randint(0, 100, (2, 12))
-    plain, cached = _dora_model(tiny_model_dir), _dora_model(tiny_model_dir)
+    ids = torch.randint(0, 100, (2, 12), device=device)
+    plain, cached = _dora_model(tiny_model_dir, device), _dora_model(tiny_model_dir, device)
     assert cache_dora_norms(cached) == sum(type(m) is DoraLinearLayer for m in cached.modules()) > 0
     calls = {"n": 0}
     original = dora_cache.dora_row_norm
@@ -123,12 +123,12 @@ def test_cached_dora_norms_equal_peft_and_follow_optimizer_steps(tiny_model_dir,
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_dora_row_norm_equals_the_norm_of_the_sum(dtype):
+def test_dora_row_norm_equals_the_norm_of_the_sum(dtype, device):
     from airoad.core.kernels.dora_cache import dora_row_norm
 
     torch.manual_seed(0)
-    w = torch.randn(48, 40).to(dtype)
-    a, b = torch.randn(4, 40) * 0.3, torch.randn(48, 4) * 0.3
+    w = torch.randn(48, 40).to(device, dtype)
+    a, b = (torch.randn(4, 40) * 0.3).to(device), (torch.randn(48, 4) * 0.3).to(device)
     owner = torch.nn.Module()
     exact = torch.linalg.norm(w.double() + 1.5 * (b.double() @ a.double()), dim=1)
     got = dora_row_norm(owner, w, a, b, 1.5)
@@ -139,10 +139,11 @@ def test_dora_row_norm_equals_the_norm_of_the_sum(dtype):
     torch.testing.assert_close(got.double(), exact, rtol=tol, atol=0)
     # B = 0: exactly PEFT's norm (its magnitude's initial value), row for row; summing the squares in
     # another order than torch.linalg.norm rounds a few of 200,000 rows to the neighbouring bf16
-    big = (torch.randn(200_000, 64) * 0.05).to(dtype)
-    zero_b = torch.zeros(200_000, 4)
+    big = (torch.randn(200_000, 64) * 0.05).to(device, dtype)
+    zero_b = torch.zeros(200_000, 4, device=device)
     assert torch.equal(
-        dora_row_norm(torch.nn.Module(), big, torch.randn(4, 64), zero_b, 1.5), torch.linalg.norm(big, dim=1)
+        dora_row_norm(torch.nn.Module(), big, torch.randn(4, 64, device=device), zero_b, 1.5),
+        torch.linalg.norm(big, dim=1),
     )
     # rows where s B A nearly cancels W: computed directly, not from the expanded square
     b2 = b.clone()
@@ -156,7 +157,7 @@ def test_dora_row_norm_equals_the_norm_of_the_sum(dtype):
     torch.testing.assert_close(got2.double(), exact2, rtol=tol if dtype == torch.float32 else 2e-2, atol=1e-6)
 
 
-def _lora_step(model_dir, uncast: bool, dropout: float):
+def _lora_step(model_dir, uncast: bool, dropout: float, device: str = "cpu"):
     """(loss, {name: grad}, saved-for-backward bytes) of one bf16-autocast forward/backward."""
     from transformers import AutoModelForCausalLM
 
@@ -165,7 +166,7 @@ def _lora_step(model_dir, uncast: bool, dropout: float):
 
     torch.manual_seed(0)
     cfg = RunKeys(lora_r=8, lora_dropout=dropout, lora_target_mode="attn_mlp")
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(device)
     model = wrap_with_adapters(base, cfg).train()
     for mod in model.modules():  # PEFT's own forward: the path lora_in_autocast is for
         if mod.__dict__.pop("airoad_swiglu", None) is not None:
@@ -173,7 +174,7 @@ def _lora_step(model_dir, uncast: bool, dropout: float):
     for name, p in model.named_parameters():  # non-zero B: every LoRA path carries a gradient
         if "lora_B" in name:
             p.data.normal_(0, 0.02)
-    ids = torch.arange(3, 40).view(1, -1)
+    ids = torch.arange(3, 40, device=device).view(1, -1)
     saved = {}
 
     def pack(t):
@@ -182,7 +183,7 @@ def _lora_step(model_dir, uncast: bool, dropout: float):
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     torch.manual_seed(1)  # the same dropout masks on both sides
-    with lora_in_autocast(model, uncast), torch.autocast("cpu", dtype=torch.bfloat16):
+    with lora_in_autocast(model, uncast), torch.autocast(device, dtype=torch.bfloat16):
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             # the decoder only: the vocabulary-wide logits would dwarf the layers' activations
             hidden = model.base_model.model.model(input_ids=ids).last_hidden_state
@@ -196,12 +197,12 @@ def _lora_step(model_dir, uncast: bool, dropout: float):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_lora_inputs_kept_in_autocast_dtype_give_the_same_loss_and_grads_with_less_saved(
-    tiny_model_dir, dropout
+    tiny_model_dir, dropout, device
 ):
     # PEFT casts each bf16 input to the fp32 adapter weights and autocast casts it back: lossless,
     # so skipping both casts must change no value, only what backward keeps.
-    loss_cast, grads_cast, saved_cast = _lora_step(tiny_model_dir, False, dropout)
-    loss, grads, saved = _lora_step(tiny_model_dir, True, dropout)
+    loss_cast, grads_cast, saved_cast = _lora_step(tiny_model_dir, False, dropout, device)
+    loss, grads, saved = _lora_step(tiny_model_dir, True, dropout, device)
     assert torch.equal(loss, loss_cast)
     assert grads.keys() == grads_cast.keys() and len(grads) > 0
     for name in grads:
@@ -211,21 +212,21 @@ def test_lora_inputs_kept_in_autocast_dtype_give_the_same_loss_and_grads_with_le
     assert saved < 0.9 * saved_cast if dropout == 0 else saved <= saved_cast, (saved, saved_cast)
 
 
-def _decoder_step(model_dir, lean: bool, dtype: torch.dtype):
+def _decoder_step(model_dir, lean: bool, dtype: torch.dtype, device: str = "cpu"):
     """(hidden, {name: grad}, saved-for-backward bytes) of one LoRA forward/backward of the decoder."""
     from transformers import AutoModelForCausalLM
 
     from airoad.core.kernels.lean_layers import use_lean_layers
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).train()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).train()
     for name, p in model.named_parameters():  # frozen embeddings; the layers (norms included) train
         p.requires_grad_("layers" in name or name.endswith("model.norm.weight"))
     if lean:
         n_mlp, n_norm = use_lean_layers(model)
         layers = model.config.num_hidden_layers
         assert (n_mlp, n_norm) == (layers, 2 * layers + 1)
-    ids = torch.arange(3, 40).view(1, -1)
+    ids = torch.arange(3, 40, device=device).view(1, -1)
     saved = {}
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
@@ -236,7 +237,7 @@ def _decoder_step(model_dir, lean: bool, dtype: torch.dtype):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         hidden = model.model(input_ids=ids).last_hidden_state
-    (hidden.float() * torch.linspace(-1, 1, hidden.shape[-1])).sum().backward()
+    (hidden.float() * torch.linspace(-1, 1, hidden.shape[-1], device=device)).sum().backward()
     grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
     return hidden.detach().float(), grads, sum(saved.values())
 
@@ -244,9 +245,9 @@ def _decoder_step(model_dir, lean: bool, dtype: torch.dtype):
 @pytest.mark.parametrize(
     "dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16)], ids=["fp32", "bf16"]
 )
-def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_model_dir, dtype):
-    hidden_plain, grads_plain, saved_plain = _decoder_step(tiny_model_dir, False, dtype)
-    hidden, grads, saved = _decoder_step(tiny_model_dir, True, dtype)
+def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_model_dir, dtype, device):
+    hidden_plain, grads_plain, saved_plain = _decoder_step(tiny_model_dir, False, dtype, device)
+    hidden, grads, saved = _decoder_step(tiny_model_dir, True, dtype, device)
     assert torch.equal(hidden, hidden_plain)  # the forward is the same arithmetic
     assert grads.keys() == grads_plain.keys() and any("norm" in n for n in grads)
     if dtype == torch.float32:
@@ -255,7 +256,7 @@ def test_lean_mlp_and_norm_equal_the_plain_modules_in_values_and_gradients(tiny_
                 grads[name], g, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
             )
     else:  # bf16 rounds differently in each order: both must be as close to the fp32 gradient
-        _, exact, _ = _decoder_step(tiny_model_dir, False, torch.float32)
+        _, exact, _ = _decoder_step(tiny_model_dir, False, torch.float32, device)
         for name, ref in exact.items():
             err, err_plain = ((g[name] - ref).norm() / ref.norm() for g in (grads, grads_plain))
             assert err <= 1.5 * err_plain + 2e-3, (name, err, err_plain)

@@ -71,12 +71,12 @@ def test_collator_routes_each_label_to_task_or_anchor(packing):
     assert "anchor_labels" not in Collator(0, packing=packing)(rows(2, 0))
 
 
-def tiny_peft(model_dir, seed=3):
+def tiny_peft(model_dir, seed=3, device="cpu"):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64).to(device)
     peft_model = get_peft_model(
         model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
     )
@@ -116,18 +116,20 @@ def reference_loss(peft_model, batch, kl_lambda, anchor_lambda, tau):
 
 @pytest.mark.parametrize("kl_lambda,anchor_lambda,tau", [(0.0, 2.0, 1.0), (0.3, 1.5, 2.0)])
 def test_loss_with_anchors_equals_reference_values_and_grads(
-    tiny_model_dir, qwen_tokenizer, kl_lambda, anchor_lambda, tau
+    tiny_model_dir, qwen_tokenizer, kl_lambda, anchor_lambda, tau, device
 ):
     from airoad.core.data.chat_data import tokenize_conversation
 
-    peft_model = tiny_peft(tiny_model_dir)
+    peft_model = tiny_peft(tiny_model_dir, device=device)
     batch_rows = []
     for i, conv in enumerate([CHAT_ROWS[0], ANCHOR_ROWS[0], CHAT_ROWS[1], ANCHOR_ROWS[1]]):
         ids, labels, _ = tokenize_conversation(qwen_tokenizer, conv["messages"], 128)
         batch_rows.append(
             {"input_ids": ids, "labels": labels, "ex_idx": i, **({"kl_only": True} if i % 2 else {})}
         )
-    batch = Collator(qwen_tokenizer.pad_token_id, packing=False)(batch_rows)
+    batch = {
+        k: v.to(device) for k, v in Collator(qwen_tokenizer.pad_token_id, packing=False)(batch_rows).items()
+    }
     lo = AiroadTrainer._losses(fake_trainer(kl_lambda, anchor_lambda, tau), peft_model, batch, with_kl=True)
     assert lo.n == int((batch["shift_labels"] != IGNORE).sum())
     assert lo.n_anchor == int((batch["anchor_labels"] != IGNORE).sum())

@@ -22,6 +22,9 @@ from airoad.core.run.rundir import RUN_FILES
 from airoad.pref import data as pdata
 from airoad.pref.schema import PrefConfig
 
+pytest.importorskip(
+    "trl", reason="airoad pref trains through TRL (not installed, or its datasets dependency is not)"
+)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 LN2 = math.log(2.0)
 

@@ -13,10 +13,13 @@ from airoad.sft.run import train
 from airoad.sft.trainer import Collator, ExampleDataset
 
 
-def _packed_and_padded(model_dir, data, out, dtype_flag, anchor: bool = False) -> list[tuple]:
-    """(ce, kl, trained positions, LoRA grads) of one batch laid out padded, then packed. ``anchor``:
-    the third row is a KL anchor (kl_anchor_lambda 0.7), its KL added to kl and its positions to n."""
-    cfg = cfg_for(model_dir, data, out, "--max_steps", "1", "--kl_lambda", "0.5", *dtype_flag)
+def _packed_and_padded(model_dir, data, out, dtype_flag, device, anchor: bool = False) -> list[tuple]:
+    """(ce, kl, trained positions, LoRA grads) of one batch laid out padded, then packed, on ``device``.
+    ``anchor``: the third row is a KL anchor (kl_anchor_lambda 0.7), its KL added to kl and its
+    positions to n."""
+    cfg = cfg_for(
+        model_dir, data, out, "--max_steps", "1", "--kl_lambda", "0.5", "--device", device, *dtype_flag
+    )
     _, trainer = train(cfg, printer=lambda *_: None)
     trainer.kl_anchor_lambda = 0.7 if anchor else 0.0
     model = trainer.model
@@ -26,7 +29,7 @@ def _packed_and_padded(model_dir, data, out, dtype_flag, anchor: bool = False) -
         rows[2] = {**rows[2], "kl_only": True}
     results = []
     for packing in (False, True):
-        batch = Collator(0, packing=packing)(rows)
+        batch = {k: v.to(device) for k, v in Collator(0, packing=packing)(rows).items()}
         assert ("position_ids" in batch) == packing and ("attention_mask" in batch) != packing
         assert ("anchor_labels" in batch) == anchor
         model.zero_grad()
@@ -38,10 +41,10 @@ def _packed_and_padded(model_dir, data, out, dtype_flag, anchor: bool = False) -
 
 
 def test_packed_batch_with_an_anchor_gives_the_same_loss_and_grads_as_padded(
-    tiny_model_dir, chat_file, tmp_path
+    tiny_model_dir, chat_file, tmp_path, device
 ):
     (ce_a, kl_a, n_a, g_a), (ce_b, kl_b, n_b, g_b) = _packed_and_padded(
-        tiny_model_dir, chat_file, tmp_path / "run", FP32, anchor=True
+        tiny_model_dir, chat_file, tmp_path / "run", FP32, device, anchor=True
     )
     assert n_a == n_b > 0
     torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-4)
@@ -51,9 +54,9 @@ def test_packed_batch_with_an_anchor_gives_the_same_loss_and_grads_as_padded(
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_packed_batch_gives_the_same_loss_and_grads_as_padded(tiny_model_dir, chat_file, tmp_path):
+def test_packed_batch_gives_the_same_loss_and_grads_as_padded(tiny_model_dir, chat_file, tmp_path, device):
     (ce_a, kl_a, n_a, g_a), (ce_b, kl_b, n_b, g_b) = _packed_and_padded(
-        tiny_model_dir, chat_file, tmp_path / "run", FP32
+        tiny_model_dir, chat_file, tmp_path / "run", FP32, device
     )
     assert n_a == n_b > 0
     torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-4)
@@ -63,11 +66,13 @@ def test_packed_batch_gives_the_same_loss_and_grads_as_padded(tiny_model_dir, ch
 
 
 @needs_bf16
-def test_bf16_packed_batch_gives_the_same_loss_and_grads_as_padded(tiny_model_dir, chat_file, tmp_path):
+def test_bf16_packed_batch_gives_the_same_loss_and_grads_as_padded(
+    tiny_model_dir, chat_file, tmp_path, device
+):
     """In bf16 the two layouts round differently (other matmul shapes, other attention kernels):
     equal to bf16 resolution (8 bits, ~0.4 % per rounding), gradients measured against their size."""
     (ce_a, kl_a, n_a, g_a), (ce_b, kl_b, n_b, g_b) = _packed_and_padded(
-        tiny_model_dir, chat_file, tmp_path / "run", BF16
+        tiny_model_dir, chat_file, tmp_path / "run", BF16, device
     )
     assert n_a == n_b > 0
     torch.testing.assert_close(ce_a, ce_b, rtol=1e-3, atol=1e-3)  # measured: 5e-7 relative
@@ -88,8 +93,12 @@ def test_packing_keeps_examples_apart(qwen_tokenizer):
     assert b["shift_labels"].tolist() == [[2, 3, -100, 5, -100]]
 
 
-def test_teacher_cache_full_vocab_matches_online_kl(tiny_model_dir, chat_file, tmp_path, qwen_tokenizer):
+def test_teacher_cache_full_vocab_matches_online_kl(
+    tiny_model_dir, chat_file, tmp_path, qwen_tokenizer, device
+):
     common = (
+        "--device",
+        device,
         "--max_steps",
         "3",
         "--kl_lambda",
@@ -124,8 +133,10 @@ def test_teacher_cache_full_vocab_matches_online_kl(tiny_model_dir, chat_file, t
     assert json.loads((out_b / "run_info.json").read_text())["teacher_cache"]["reused"] is False
 
 
-def test_teacher_cache_is_reused_across_runs_and_epochs(tiny_model_dir, chat_file, tmp_path):
+def test_teacher_cache_is_reused_across_runs_and_epochs(tiny_model_dir, chat_file, tmp_path, device):
     common = (
+        "--device",
+        device,
         "--max_steps",
         "12",
         "--kl_lambda",

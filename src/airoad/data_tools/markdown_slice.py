@@ -63,7 +63,7 @@ class SliceConfig:
 
     def validate(self) -> list[str]:
         missing = [] if self.infile else ["--infile is required; give the JSONL file to slice"]
-        return missing + ([] if self.out else ["--out is required; give the JSONL file to write"])
+        return missing + ([] if self.out is not None else ["--out is required; give the JSONL file to write"])
 
 
 @dataclass

@@ -46,7 +46,7 @@ class MixConfig:
     def validate(self) -> list[str]:
         need = "--inputs is required; give one or more PATH:WEIGHT, e.g. a.jsonl:3 b.jsonl:1"
         missing = [] if self.inputs else [need]
-        return missing + ([] if self.out else ["--out is required; give the JSONL file to write"])
+        return missing + ([] if self.out is not None else ["--out is required; give the JSONL file to write"])
 
 
 @dataclass

@@ -35,7 +35,7 @@ class NegGuardConfig:
     overwrite: bool = opt(False, "Replace --out if it exists.")
 
     def validate(self) -> list[str]:
-        return [] if self.out else ["--out is required; give the JSONL file to write"]
+        return [] if self.out is not None else ["--out is required; give the JSONL file to write"]
 
 
 def clean_pairs(banned: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -49,7 +49,7 @@ class MergeConfig:
         problems = []
         if not self.adapters:
             problems.append("--adapters is required; give the run's output_dir (or a PEFT adapter dir)")
-        if not self.out:
+        if self.out is None:
             problems.append("--out is required; give the directory for the merged checkpoint")
         return problems
 
@@ -156,7 +156,7 @@ class PairsConfig(Generation):
 
     def validate(self) -> list[str]:
         problems = [] if self.infile else ["--infile is required; give the SFT JSONL to pair"]
-        problems += [] if self.out else ["--out is required; give the JSONL file to write"]
+        problems += [] if self.out is not None else ["--out is required; give the JSONL file to write"]
         if not self.base and not self.adapters:
             problems.append("give --adapters (a run's output_dir) and/or --base (the model that answers)")
         return problems + regex_problems("--reject_unless", self.reject_unless)

@@ -95,15 +95,15 @@ def run_command(cmd: Command, argv: list[str], prog: str) -> int:
         args = cmd.argv(argv) if cmd.argv else argv
         cfg, sources = load_config(cmd.schema, args, prog=prog, description=cmd.summary)
         inv = Invocation(prog=prog, sources=sources, printer=printer)
-        problems: list[str] = []
+        model_problems: list[str] = []
         try:
             inv.source, inv.inputs = resolve_inputs(cfg, inv, cmd)
-        except UserError as e:  # checked against what was given; reported with the rest
-            problems += e.problems
+        except UserError as e:  # outputs are checked against what was given; reported last
+            model_problems = e.problems
             inv.inputs = existing(given_inputs(cfg, cmd))
         outputs = declared_outputs(cfg) + (cmd.outputs(cfg) if cmd.outputs else [])
-        problems += output_checks(cfg, outputs, inv.inputs, cmd.writer)
-        problems += cmd.check(cfg) if cmd.check else []
+        problems = output_checks(cfg, outputs, inv.inputs, cmd.writer)
+        problems += (cmd.check(cfg) if cmd.check else []) + model_problems
         if problems:
             raise UserError(problems)
         held = [(flag, path) for flag, path, kind in outputs if kind != "run" and path is not None]
