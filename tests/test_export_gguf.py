@@ -299,7 +299,9 @@ def test_unknown_flag_names_the_closest(capsys):
 
 
 def test_export_without_a_target_lists_gguf(capsys):
-    assert cli(["export"]) == 0
+    assert cli(["export"]) == 2  # a command missing its target is a mistake: usage on stderr
+    assert "gguf" in capsys.readouterr().err
+    assert cli(["export", "--help"]) == 0
     assert "gguf" in capsys.readouterr().out
     assert cli(["export", "ggu"]) == 2
     assert "did you mean `airoad export gguf`" in capsys.readouterr().err

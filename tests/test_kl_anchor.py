@@ -12,7 +12,7 @@ import types
 
 import pytest
 import torch
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import CHAT_ROWS, train_args, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.options import load_config
@@ -279,3 +279,21 @@ def test_anchor_mistakes_are_one_line_each(tiny_model_dir, chat_file, tmp_path, 
     assert cli([*base, "--output_dir", str(bad), "--kl_anchor_path", str(bad)]) == 2
     assert "kl_anchor_path" in capsys.readouterr().err
     assert bad.read_text().count("\n") == 2  # the anchor file is untouched
+
+
+def test_resume_refuses_a_run_whose_anchor_file_changed(tiny_model_dir, chat_file, tmp_path, capsys):
+    """--resume checks every file the run trains on, not only dataset_path (issue 26)."""
+    anchors = write_jsonl(tmp_path / "anchors.jsonl", ANCHOR_ROWS * 2)
+    out = tmp_path / "run"
+    argv = train_args(
+        tiny_model_dir, chat_file, out, "--kl_anchor_path", str(anchors), "--kl_cache", "off",
+        "--max_steps", "2", "--save_every_steps", "1", "--print_every_steps", "1",
+    )  # fmt: skip
+    assert cli(argv) == 0
+    state = json.loads(sorted((out / "checkpoints").glob("checkpoint-*/airoad_state.json"))[-1].read_text())
+    assert state["inputs_sha256"] == {"kl_anchor_path": file_sha256(anchors)}
+    write_jsonl(anchors, ANCHOR_ROWS * 3)  # the anchors change
+    capsys.readouterr()
+    assert cli([*argv, "--max_steps", "4", "--resume", "true"]) == 2
+    err = capsys.readouterr().err
+    assert f"kl_anchor_path {anchors} changed since the run in {out} started" in err, err

@@ -201,6 +201,18 @@ def test_a_string_prompt_is_one_user_turn_and_system_prompt_fills_a_missing_syst
     assert kept[0]["content"] == "Own."
 
 
+def test_a_pair_row_with_other_keys_stays_a_pair_and_its_own_system_prompt_wins():
+    row = {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Yo.", "label": "greeting", "id": 7}
+    assert pdata.row_problem(row, "dpo") is None
+    (s,) = pdata.to_samples([(1, {**row, "system_prompt": "Row's own."})], "f", "dpo", "Config's.")
+    assert s.prompt[0] == {"role": "system", "content": "Row's own."} and s.answers == ("Hello.", "Yo.")
+    (s,) = pdata.to_samples([(1, row)], "f", "dpo", "Config's.")
+    assert s.prompt[0]["content"] == "Config's."
+    assert "`system_prompt` must be a non-empty string" in pdata.row_problem(
+        {**row, "system_prompt": 3}, "dpo"
+    )
+
+
 def test_kto_takes_pair_rows_as_one_desirable_and_one_undesirable_row():
     rows = [(1, PAIRS[0]), (2, {"prompt": "Q?", "completion": "A.", "label": False})]
     samples = pdata.to_samples(rows, "f", "kto", None)
@@ -363,15 +375,23 @@ def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def test_from_an_init_adapter_the_reference_is_its_frozen_copy(tiny_model_dir, pairs_file, tmp_path):
     """Starts at ln 2 (policy == reference), the reference stays the init adapter, base untouched."""
-    from airoad.pref.run import pref
+    import dataclasses
+
+    from airoad.core.base.commands import Invocation
+    from airoad.core.model.adapter_source import resolve_source
+    from airoad.pref.run import pref, with_init_adapter
 
     first = tmp_path / "first"
     assert cli(pref_argv(tiny_model_dir, pairs_file, first, "--learning_rate", "2e-2")) == 0
     init = adapter_tensors(first)
-    cfg = pref_cfg(*pref_argv(tiny_model_dir, pairs_file, tmp_path / "second", "--learning_rate", "2e-2")[1:])
-    cfg.init_adapter, cfg.base_model = str(first), "ignored"
-    _, trainer = pref(cfg, printer=lambda *_: None, base_given=False)
-    assert cfg.base_model == str(tiny_model_dir)  # from the init run
+    given = pref_cfg(
+        *pref_argv(tiny_model_dir, pairs_file, tmp_path / "second", "--learning_rate", "2e-2")[1:]
+    )
+    given = dataclasses.replace(given, init_adapter=str(first), base_model="ignored")
+    inv = Invocation(prog="airoad pref", source=resolve_source(None, str(first), flag="--init_adapter"))
+    cfg = with_init_adapter(given, inv)
+    _, trainer = pref(cfg, printer=lambda *_: None)
+    assert cfg.base_model == str(tiny_model_dir) and given.base_model == "ignored"  # a new config
     rows = log_rows(tmp_path / "second")
     assert float(rows[0]["loss"]) == pytest.approx(LN2, abs=1e-4) and float(rows[0]["margin"]) == 0.0
     peft_model = trainer.model

@@ -27,7 +27,7 @@ from typing import Any
 from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import CheckFailed, UserError
 from airoad.core.base.outputs import staged_dir
-from airoad.core.model.adapter_source import Source
+from airoad.core.model.adapter_source import Source, resolve_source
 from airoad.export.common import INFO, chat_ids, compare_logits, system_line
 from airoad.export.schema import CoremlConfig
 
@@ -158,11 +158,13 @@ def run(cfg: CoremlConfig, inv: Invocation) -> None:
     from airoad.export.coreml_pack import require_coremltools
 
     require_coremltools()
-    export(cfg, inv.source, inv.printer)
+    export(cfg, inv.printer, inv.source)
 
 
-def export(cfg: CoremlConfig, source: Source, printer: Callable[[str], None] = print) -> Path:
-    """Run the export (module docstring) of the resolved ``source``; returns ``--out``."""
+def export(cfg: CoremlConfig, printer: Callable[[str], None] = print, source: Source | None = None) -> Path:
+    """Run the export (module docstring) of ``source`` (the CLI's runner resolved it and checked
+    ``--out``; a Python caller without one gets ``cfg``'s resolved here); returns ``--out``."""
+    source = source or resolve_source(cfg.base, cfg.adapters)
     from transformers.utils import logging as hf_logging
 
     from airoad.core.model.merging import load_merged

@@ -7,7 +7,8 @@ Rows (TRL's formats, string or conversational):
   there gives one desirable and one undesirable row);
 
 ``P`` is a string (one user turn) or a message list ending in a user turn; ``A`` a string or a
-one-message assistant list. ``system_prompt`` fills a missing system turn.
+one-message assistant list. A row's own ``system_prompt`` (a string), else the config's, fills a
+missing system turn. A pair row may carry other keys (a ``label`` too): it stays a pair.
 
 Tokens: ``prompt_ids`` are the prompt rendered with the generation prompt (so they end with the
 template's assistant header, exactly what the model sees when it answers); a completion is the
@@ -71,7 +72,7 @@ def row_problem(row: Any, method: str) -> str | None:
     """What is wrong with one parsed row for ``method``, or None; the fix is part of the message."""
     if not isinstance(row, dict):
         return f'row is a JSON {type(row).__name__}, not an object; write {{"prompt", "chosen", "rejected"}}'
-    is_kto = "completion" in row or "label" in row
+    is_kto = is_kto_row(row)
     if is_kto and method != "kto":
         return f"a KTO row (completion + label); method {method} needs prompt/chosen/rejected pairs (or use method: kto)"
     keys = KTO_KEYS if is_kto else PAIR_KEYS
@@ -83,6 +84,10 @@ def row_problem(row: Any, method: str) -> str | None:
     for key in keys[1:]:
         if key != "label" and (bad := _answer_problem(key, row[key])):
             return bad
+    if "system_prompt" in row and not (
+        isinstance(row["system_prompt"], str) and row["system_prompt"].strip()
+    ):
+        return "`system_prompt` must be a non-empty string (the row's system turn) or left out"
     if is_kto and not isinstance(row["label"], bool):
         return f"`label` is {row['label']!r}; write true (a good answer) or false (a bad one)"
     if not is_kto and " ".join(answer_text(row["chosen"]).split()) == " ".join(
@@ -90,6 +95,12 @@ def row_problem(row: Any, method: str) -> str | None:
     ):
         return "chosen and rejected are the same text; a pair must differ (drop the row)"
     return None
+
+
+def is_kto_row(row: dict) -> bool:
+    """A KTO row has a completion or a label and is not a whole pair (a pair row may carry other
+    keys, e.g. a `label` of the user's own, and stays a pair)."""
+    return ("completion" in row or "label" in row) and not all(k in row for k in PAIR_KEYS)
 
 
 @dataclass
@@ -115,11 +126,10 @@ def to_samples(
 ) -> list[Sample]:
     out = []
     for n, row in rows:
-        prompt, src = prompt_messages(row["prompt"], system_prompt), f"{path}:{n}"
-        filled = bool(system_prompt) and (
-            isinstance(row["prompt"], str) or row["prompt"][0]["role"] != "system"
-        )
-        if "completion" in row:
+        system = row.get("system_prompt") or system_prompt  # the row's own, else the config's
+        prompt, src = prompt_messages(row["prompt"], system), f"{path}:{n}"
+        filled = bool(system) and (isinstance(row["prompt"], str) or row["prompt"][0]["role"] != "system")
+        if is_kto_row(row):
             items = [((answer_text(row["completion"]),), row["label"])]
         elif method == "kto":  # a pair gives one desirable and one undesirable row
             items = [((answer_text(row["chosen"]),), True), ((answer_text(row["rejected"]),), False)]

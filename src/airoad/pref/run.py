@@ -20,7 +20,7 @@ from typing import Any
 
 from airoad.core.base.commands import Invocation
 from airoad.core.run.context import RunContext
-from airoad.core.run.rundir import RunError, check_output_dir, exit_status, world
+from airoad.core.run.rundir import RunError, exit_status, world
 from airoad.pref.schema import PER_INVOCATION, PrefConfig
 
 # The log columns of each method, the loss first.
@@ -75,24 +75,14 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print):
     """Run one preference job (``cfg`` already with its init adapter's settings, see
     :func:`with_init_adapter`); returns (output directory, the finished trainer). User mistakes
     raise one-line errors before any weights load."""
-    from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
-    from airoad.core.model.loading import load_tokenizer
-    from airoad.core.model.model_source import resolve_model
-    from airoad.core.run.fit import check_trackers, fit
+    from airoad.core.run.fit import fit
+    from airoad.core.run.preflight import check_run, open_model, run_context
     from airoad.pref.data import kto_order, read_data, tokenize_samples
 
     t_start = t_start or time.time()
-    out, ckpt = check_output_dir(cfg, PER_INVOCATION)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(device, cfg.dtype)
-    if cfg.load_in_4bit:
-        check_4bit(device)
-    if cfg.liger:
-        check_liger(device)
-    check_trackers(cfg.report_to)
+    checked = check_run(cfg, PER_INVOCATION)
     data = read_data(cfg)  # every row problem, before anything loads
-    source = resolve_model(cfg.base_model)
-    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    source, tokenizer = open_model(cfg)
     train_rows = tokenize_samples(tokenizer, data.train, cfg, data.stats)
     dev_rows = tokenize_samples(tokenizer, data.dev, cfg) if data.dev else []
     if not train_rows:
@@ -106,8 +96,8 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print):
     printer(data.stats.line().replace("ChatML, 0 Alpaca wrapped", f"{cfg.method} rows"))
     if dev_rows:
         printer(f"dev:  {len(dev_rows)} rows")
-    ctx = RunContext(cfg, out, ckpt, device, dtype, source, tokenizer, data.stats, t_start, printer)
-    return out, fit(ctx, pref_lane(train_rows, dev_rows, cfg.method))
+    ctx = run_context(cfg, checked, (source, tokenizer), data.stats, t_start=t_start, printer=printer)
+    return checked.out, fit(ctx, pref_lane(train_rows, dev_rows, cfg.method))
 
 
 def build_model(ctx: RunContext) -> Any:

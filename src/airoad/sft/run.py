@@ -23,7 +23,7 @@ from typing import Any
 
 from airoad.core.base.commands import Invocation
 from airoad.core.run.context import RunContext
-from airoad.core.run.rundir import TEACHER_CACHE_LINK, RunError, check_output_dir, exit_status, world
+from airoad.core.run.rundir import TEACHER_CACHE_LINK, RunError, exit_status, world
 from airoad.sft.data import Example, build_examples, read_data
 from airoad.sft.schema import PER_INVOCATION, TrainConfig
 
@@ -33,24 +33,14 @@ METRICS = ("loss", "ce", "kl")  # SFT's log columns: total, cross-entropy, KL to
 def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tuple[Path, Any]:
     """Run one training job; returns (output directory, the finished trainer). Raises
     RunError/DataError/DeviceError (user mistakes, one line each) before any weights load."""
-    from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
-    from airoad.core.model.loading import load_tokenizer
-    from airoad.core.model.model_source import resolve_model
-    from airoad.core.run.fit import check_trackers, fit
+    from airoad.core.run.fit import fit
+    from airoad.core.run.preflight import check_run, open_model, run_context
 
     t_start = t_start or time.time()
-    out, ckpt = check_output_dir(cfg, PER_INVOCATION)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(device, cfg.dtype)
-    if cfg.load_in_4bit:
-        check_4bit(device)
-    if cfg.liger:
-        check_liger(device)
-    check_trackers(cfg.report_to)
+    checked = check_run(cfg, PER_INVOCATION)
     check_kl_cache_dir(cfg)
     data = read_data(cfg)  # user data errors surface before anything is loaded
-    source = resolve_model(cfg.base_model)  # a hub that cannot be reached: one line, now
-    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    source, tokenizer = open_model(cfg)  # a hub that cannot be reached: one line, now
     if uses_kl(cfg) and cfg.kl_topk > len(tokenizer):
         raise RunError(
             f"--kl_topk = {cfg.kl_topk} is above the vocabulary of {cfg.base_model} ({len(tokenizer)} tokens); "
@@ -64,9 +54,8 @@ def train(cfg: TrainConfig, t_start: float | None = None, printer=print) -> tupl
         printer(
             f"anchors: {stats.extra['anchor']['kept']} conversations from {cfg.kl_anchor_path} (KL to the base only)"
         )
-    ctx = RunContext(cfg, out, ckpt, device, dtype, source, tokenizer, stats, t_start, printer)
-    trainer = fit(ctx, sft_lane(train_ex, dev_ex))
-    return out, trainer
+    ctx = run_context(cfg, checked, (source, tokenizer), stats, t_start=t_start, printer=printer)
+    return checked.out, fit(ctx, sft_lane(train_ex, dev_ex))
 
 
 def uses_kl(cfg: TrainConfig) -> bool:

@@ -52,6 +52,7 @@ class RunState:
     resumed_from: int | None = None  # checkpoint step this invocation resumed from
     non_finite: str = ""  # what was not finite, and where, for the stop message
     data_sha256: str = ""  # of dataset_path when training started: run_info and checkpoints record it
+    inputs_sha256: dict = field(default_factory=dict)  # a lane's other data files (anchors)
     eval_s: float = 0.0  # seconds spent on dev evaluations, whole run (inside elapsed())
 
     def stop(self, control: Any, reason: str) -> None:
@@ -335,6 +336,7 @@ class RunCheckpoint(TrainerCallback):
             "step": state.global_step,
             "world_size": self.world_size,
             "data_sha256": self.run.data_sha256,  # a resume checks the data is still the same file
+            "inputs_sha256": self.run.inputs_sha256,  # and the lane's other data files
             "train_s": round(self.run.elapsed(), 3),
             "eval_s": round(self.run.eval_s, 3),
             "tokens": tokens,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airoad.core.base.options import input_keys
 from airoad.core.base.outputs import release_lock
 from airoad.core.data.chat_data import file_sha256
 from airoad.core.run import callbacks as cb
@@ -225,6 +226,15 @@ def fit(ctx: RunContext, lane: Lane) -> Any:
             release_lock(ctx.out)
 
 
+def trained_inputs_sha256(cfg: Any) -> dict[str, str]:
+    """sha256 of each data file the run trains on besides dataset_path (SFT: kl_anchor_path): a
+    resume refuses a run whose files changed. dev_path may change between invocations."""
+    keys = [k for k in input_keys(cfg) if k not in ("dataset_path", "dev_path", "base_model", "init_adapter")]
+    return {
+        k: file_sha256(getattr(cfg, k)) for k in keys if getattr(cfg, k) and Path(getattr(cfg, k)).is_file()
+    }
+
+
 def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     from transformers import PrinterCallback
 
@@ -234,7 +244,12 @@ def _train_locked(ctx: RunContext, lane: Lane, model: Any) -> Any:
     sync_ranks(ctx.device)
     printer(model_line(ctx, model))
     sha = file_sha256(cfg.dataset_path)  # once, when training starts: run_info and checkpoints record it
-    state = cb.RunState(t_start=ctx.t_start, max_steps=cfg.max_steps, data_sha256=sha)
+    state = cb.RunState(
+        t_start=ctx.t_start,
+        max_steps=cfg.max_steps,
+        data_sha256=sha,
+        inputs_sha256=trained_inputs_sha256(cfg),
+    )
     cbs = make_callbacks(ctx, state, lane)
     trainer = lane.build_trainer(ctx, model, training_kwargs(ctx, bool(lane.n_dev)), cbs.all)
     trainer.remove_callback(PrinterCallback)  # our LivePrinter replaces its raw dict lines

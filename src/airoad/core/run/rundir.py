@@ -139,6 +139,7 @@ def resume_checkpoint(cfg: Any, out: Path, per_invocation: frozenset[str]) -> Pa
     ckpt = done[-1]
     saved = read_checkpoint_state(ckpt)
     problems = resume_mismatches(cfg, out, per_invocation) + data_changed(cfg, out, saved.get("data_sha256"))
+    problems += inputs_changed(cfg, out, saved.get("inputs_sha256") or {})
     if saved["step"] >= cfg.max_steps and not problems:
         raise RunError(
             f"--resume true: the run in {out} already finished ({ckpt.name} is step {saved['step']} "
@@ -153,6 +154,22 @@ def resume_checkpoint(cfg: Any, out: Path, per_invocation: frozenset[str]) -> Pa
     if problems:
         raise RunError(problems)
     return ckpt
+
+
+def inputs_changed(cfg: Any, out: Path, saved: dict[str, str]) -> list[str]:
+    """One line per other data file of the run (e.g. kl_anchor_path) whose bytes differ from those
+    the run in ``out`` trained on."""
+    problems = []
+    for key, was in saved.items():
+        path = Path(getattr(cfg, key, None) or "")
+        now = file_sha256(path) if path.is_file() else "missing"
+        if isinstance(was, str) and now != was:
+            problems.append(
+                f"--resume true: {key} {path} changed since the run in {out} started (sha256 {now[:12]}, "
+                f"was {was[:12]}); a resumed run would train on other data: restore the file, or start "
+                "over with --overwrite true"
+            )
+    return problems
 
 
 def data_changed(cfg: Any, out: Path, saved_sha: str | None) -> list[str]:

@@ -1,0 +1,82 @@
+"""A training lane's pre-flight, once for every lane: everything a run can check before any
+weights load, in the order a user would want to hear about it.
+
+1. :func:`check_run` (read-only): output_dir (refuse, resume, overwrite), device and dtype, 4-bit
+   and Liger against the device, the trackers of ``report_to``;
+2. the lane reads its own data (every row problem at once);
+3. :func:`open_model`: the base model's source (an unreachable hub is one line, now) and its
+   tokenizer;
+4. :func:`run_context`: the :class:`~airoad.core.run.context.RunContext` the skeleton runs, built
+   by keyword.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airoad.core.data.chat_data import LoadStats
+from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
+from airoad.core.model.loading import load_tokenizer
+from airoad.core.model.model_source import ModelSource, resolve_model
+from airoad.core.run.context import RunContext
+from airoad.core.run.fit import check_trackers
+from airoad.core.run.rundir import check_output_dir
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check_run` found: the output dir, the checkpoint a --resume continues from, the
+    device and dtype the run will use."""
+
+    out: Path
+    ckpt: Path | None
+    device: str
+    dtype: Any
+
+
+def check_run(cfg: Any, per_invocation: frozenset[str]) -> Checked:
+    """Step 1 (module docstring); RunError/DeviceError (one line each) before anything loads.
+    ``per_invocation``: the lane's keys that may differ in a resumed run."""
+    out, ckpt = check_output_dir(cfg, per_invocation)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(device, cfg.dtype)
+    if cfg.load_in_4bit:
+        check_4bit(device)
+    if cfg.liger:
+        check_liger(device)
+    check_trackers(cfg.report_to)
+    return Checked(out=out, ckpt=ckpt, device=device, dtype=dtype)
+
+
+def open_model(cfg: Any) -> tuple[ModelSource, Any]:
+    """Step 3: (the base model's source, its tokenizer)."""
+    source = resolve_model(cfg.base_model)
+    return source, load_tokenizer(source, cfg.trust_remote_code)
+
+
+def run_context(
+    cfg: Any,
+    checked: Checked,
+    model: tuple[ModelSource, Any],
+    stats: LoadStats,
+    *,
+    t_start: float,
+    printer: Callable[[str], Any],
+) -> RunContext:
+    """Step 4: the run's context from the checks, the model source and tokenizer, the data stats."""
+    source, tokenizer = model
+    return RunContext(
+        cfg=cfg,
+        out=checked.out,
+        ckpt=checked.ckpt,
+        device=checked.device,
+        dtype=checked.dtype,
+        source=source,
+        tokenizer=tokenizer,
+        stats=stats,
+        t_start=t_start,
+        printer=printer,
+    )
