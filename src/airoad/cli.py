@@ -10,6 +10,7 @@ TOOL`` runs ``airoad/commands/GROUP_TOOL.py``, through the one runner of the cor
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import sys
 
 from airoad.core.run.command import dispatch
@@ -17,7 +18,6 @@ from airoad.core.run.command import dispatch
 
 def version() -> str:
     """The installed distribution's version (the source tree's when run uninstalled)."""
-    import importlib.metadata as md
 
     try:
         return md.version("airoad")

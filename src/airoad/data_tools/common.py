@@ -1,4 +1,4 @@
-"""Helpers shared by the data tools: reading validated conversations, output-path checks, dedupe keys."""
+"""Helpers shared by the data tools: reading validated conversations, dedupe keys, ChatML rows."""
 
 from __future__ import annotations
 

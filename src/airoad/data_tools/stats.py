@@ -19,7 +19,15 @@ from typing import Any
 
 from airoad.core.base.errors import UserError
 from airoad.core.base.options import opt
-from airoad.core.data.chat_data import IGNORE, ROLES, Conversation, read_rows, to_conversation
+from airoad.core.data.chat_data import (
+    IGNORE,
+    ROLES,
+    Conversation,
+    read_rows,
+    to_conversation,
+    tokenize_conversation,
+)
+from airoad.core.model.loading import load_tokenizer
 from airoad.data_tools.common import conversation_key
 
 
@@ -67,7 +75,6 @@ def text_stats(convs: list[Conversation]) -> dict[str, Any]:
 
 def load_tokenizer_or_note(name: str) -> tuple[Any, str | None]:
     """(tokenizer, None), or (None, one-line reason) when it cannot be loaded."""
-    from airoad.core.model.loading import load_tokenizer
 
     try:
         return load_tokenizer(name, trust_remote_code=False), None
@@ -79,7 +86,6 @@ def load_tokenizer_or_note(name: str) -> tuple[Any, str | None]:
 
 def token_stats(tok: Any, convs: list[Conversation], max_seq_len: int) -> dict[str, Any]:
     """Token lengths as training renders them, truncation at ``max_seq_len`` and what it costs."""
-    from airoad.core.data.chat_data import tokenize_conversation
 
     lengths, lose_all = [], 0
     for c in convs:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airoad.export.ollama import template_default_system
+
 INFO = "export_info.json"
 CHECK_CHATS = [
     [
@@ -34,7 +36,6 @@ def chat_ids(tokenizer: Any, system: str | None) -> list[Any]:
 
 def system_line(cfg: Any, source: Any, tokenizer: Any) -> str | None:
     """The Modelfile's SYSTEM: --system_prompt, else the run's, else the chat template's default turn."""
-    from airoad.export.ollama import template_default_system
 
     if cfg.system_prompt is not None:
         return cfg.system_prompt or None

@@ -17,6 +17,7 @@ coremltools 9.0 calls ``int()`` on 1-element arrays, which numpy 2.4 made an err
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata as md
 import io
 import logging
 from pathlib import Path
@@ -32,15 +33,14 @@ INSTALL = 'pip install -e ".[export]"'
 
 def require_coremltools() -> None:
     """UserError naming the fix when coremltools is missing or cannot convert with this numpy."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
-        ct_version = version("coremltools")
-    except PackageNotFoundError:
+        ct_version = md.version("coremltools")
+    except md.PackageNotFoundError:
         raise UserError(
             f"the coremltools package is not installed; {INSTALL} (or pip install coremltools)"
         ) from None
-    np_version = version("numpy")
+    np_version = md.version("numpy")
     if _release(ct_version) <= (9, 0) and _release(np_version) >= (2, 4):
         raise UserError(
             f"coremltools {ct_version} cannot convert with numpy {np_version} (apple/coremltools#2633); "

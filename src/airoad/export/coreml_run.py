@@ -20,15 +20,21 @@ context length) for iOS 18 / macOS 15, checked before it is kept.
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import CheckFailed, UserError
+from airoad.core.base.io import write_json
 from airoad.core.base.outputs import staged_dir
 from airoad.core.model.adapter_source import Source, resolve_source
+from airoad.core.model.merging import load_merged
+from airoad.export import coreml_pack
 from airoad.export.common import INFO, chat_ids, compare_logits, system_line
+from airoad.export.coreml_pack import function_name, require_coremltools
 from airoad.export.schema import CoremlConfig
 
 TOKENIZER_DIR = "tokenizer"
@@ -103,7 +109,6 @@ def check_compression(model: Any, ids: list[Any], cfg: CoremlConfig, printer: Ca
     """For int8/int4: the tuned model against a copy with its weights rounded as coremltools will
     round them (:func:`~airoad.export.coreml_wrapper.fake_quantize_`); CheckFailed below
     ``--min_argmax_agreement``. None for fp16."""
-    import copy
 
     from airoad.export import coreml_wrapper
 
@@ -137,7 +142,6 @@ def parity_line(context: int, check: dict[str, Any], threshold: float) -> str:
 def save_tokenizer(tokenizer: Any, directory: Path) -> None:
     """The tokenizer files, with the chat template also inside tokenizer_config.json (where
     swift-transformers reads it; transformers 5 writes it to chat_template.jinja instead)."""
-    import json
 
     tokenizer.save_pretrained(directory)
     config_path, jinja = directory / "tokenizer_config.json", directory / "chat_template.jinja"
@@ -155,7 +159,6 @@ def dir_size(path: Path) -> int:
 
 def run(cfg: CoremlConfig, inv: Invocation) -> None:
     """`airoad export coreml` as the core runs it (inputs resolved, ``--out`` checked and held)."""
-    from airoad.export.coreml_pack import require_coremltools
 
     require_coremltools()
     export(cfg, inv.printer, inv.source)
@@ -166,9 +169,6 @@ def export(cfg: CoremlConfig, printer: Callable[[str], None] = print, source: So
     ``--out``; a Python caller without one gets ``cfg``'s resolved here); returns ``--out``."""
     source = source or resolve_source(cfg.base, cfg.adapters)
     from transformers.utils import logging as hf_logging
-
-    from airoad.core.model.merging import load_merged
-    from airoad.export import coreml_pack
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # our lines report the checks; the trace repeats config notes
@@ -208,7 +208,6 @@ def metadata(
     cfg: CoremlConfig, source: Any, model: Any, tokenizer: Any, system: str | None
 ) -> dict[str, str]:
     """The package's user-defined metadata (strings): what a loader needs to prompt and stop."""
-    from airoad.export.coreml_pack import function_name
 
     return {
         "airoad.description": f"{source.base} tuned with airoad ({source.adapter_kind or 'merged'}), {cfg.quant}",
@@ -254,6 +253,5 @@ def export_info(
 
 
 def write_outputs(stage: Path, info: dict[str, Any]) -> None:
-    from airoad.core.base.io import write_json
 
     write_json(stage / INFO, info)

@@ -21,6 +21,7 @@ same values; the check below therefore measures the model as it will run, cache 
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -118,7 +119,6 @@ def trace(model: Any, context: int, example_len: int = 4) -> torch.jit.ScriptMod
     """The wrapper traced on a prompt of ``example_len`` (>= 2) tokens after ``example_len``
     cached ones. Traced with q >= 2 and a non-empty cache on purpose: transformers' attention
     picks a single-query path when q == 1, and a trace freezes whichever path it saw."""
-    import warnings
 
     if example_len < 2:
         raise ValueError("example_len must be >= 2 (see docstring)")

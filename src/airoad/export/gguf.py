@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.base.errors import UserError
+from airoad.core.model.merging import tied
 
 # Qwen2's pre-tokenizer split (tokenizer.json ``pre_tokenizer``), also llama.cpp's QWEN2 regex
 QWEN2_SPLIT = (
@@ -209,8 +210,6 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, quant: str, scratch: Path
     """Write ``model`` (float32 Qwen2, adapters already merged) and ``tokenizer`` to ``path`` as
     GGUF of weight type ``quant`` (f16 | bf16 | q8_0). Returns what was written (for export_info)."""
     import gguf
-
-    from airoad.core.model.merging import tied
 
     check_qwen2(model.config)
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2])

@@ -20,14 +20,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import CheckFailed, UserError
+from airoad.core.base.io import write_json, write_text
 from airoad.core.base.outputs import staged_dir
 from airoad.core.model.adapter_source import Source, resolve_source
+from airoad.core.model.loading import load_gguf_causal_lm
+from airoad.core.model.merging import load_merged
+from airoad.export import llama_cpp_check
 from airoad.export.common import (
     CHECK_CHATS,
     INFO,
@@ -35,6 +40,8 @@ from airoad.export.common import (
     compare_logits,
     system_line,
 )
+from airoad.export.gguf import write_gguf
+from airoad.export.ollama import modelfile
 from airoad.export.schema import GgufConfig
 
 MODELFILE = "Modelfile"
@@ -45,8 +52,6 @@ def read_back(stage: Path, file_name: str, device: str) -> Any:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from airoad.core.model.loading import load_gguf_causal_lm
-
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     # transformers' GGUF reader draws its own tqdm bar (not the hub's): quiet it for this call
     with quiet_gguf_progress():
@@ -56,7 +61,6 @@ def read_back(stage: Path, file_name: str, device: str) -> Any:
 
 def quiet_gguf_progress() -> Any:
     """Context in which transformers' GGUF tensor loop shows no progress bar."""
-    import contextlib
     from unittest import mock
 
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
@@ -97,9 +101,7 @@ def export(cfg: GgufConfig, printer: Callable[[str], None] = print, source: Sour
     from transformers.utils import logging as hf_logging
 
     from airoad.core.model.devices import pick_device
-    from airoad.core.model.merging import load_merged
     from airoad.core.run.artifacts import library_versions
-    from airoad.export.gguf import write_gguf
 
     hf_logging.disable_progress_bar()  # our own lines say what is loading
     quant = cfg.quant.lower()
@@ -144,7 +146,6 @@ def llama_cpp_generation(
     """Greedy generation through llama.cpp vs transformers on the check chats' first user turns
     (:mod:`airoad.export.llama_cpp_check`); None, with a line saying how to get it, without
     llama-cpp-python."""
-    from airoad.export import llama_cpp_check
 
     if not llama_cpp_check.available():
         printer("llama.cpp generation check skipped: pip install llama-cpp-python to run it")
@@ -169,8 +170,6 @@ def check_line(check: dict[str, Any]) -> str:
 
 def write_outputs(stage: Path, file_name: str, system: str | None, info: dict[str, Any]) -> None:
     """Modelfile and export_info.json beside the GGUF."""
-    from airoad.core.base.io import write_json, write_text
-    from airoad.export.ollama import modelfile
 
     write_text(stage / MODELFILE, modelfile(file_name, system))
     write_json(stage / INFO, info)

@@ -10,6 +10,7 @@ is reported (tokens equal before the first difference), not a failure.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,8 @@ def compare(
 
 
 def _version() -> str:
-    from importlib.metadata import version
 
-    return version("llama-cpp-python")
+    return md.version("llama-cpp-python")
 
 
 def line(result: dict[str, Any]) -> str:

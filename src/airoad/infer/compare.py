@@ -19,8 +19,10 @@ from typing import Any
 
 from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_json, write_text
 from airoad.core.model.adapter_source import Source
 from airoad.infer.schema import CompareConfig
+from airoad.infer.sides import answer_all, report_header, sample_records
 
 
 def report_paths(out: str | None) -> tuple[Path | None, Path | None]:
@@ -103,8 +105,6 @@ def run(cfg: CompareConfig, inv: Invocation) -> None:
 
 def compare(cfg: CompareConfig, source: Source, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate every side's answers, print them, write the reports asked for; returns the report."""
-    from airoad.core.base.io import write_json, write_text
-    from airoad.infer.sides import answer_all, report_header, sample_records
 
     md_path, json_path = report_paths(cfg.out)
     ans = answer_all(cfg, source, printer)

@@ -13,6 +13,7 @@ one (a run saves the tokenizer it trained with), else the base's.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,6 @@ def load(
     source: Source, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
 ) -> Loaded:
     """Load tokenizer, base weights (once) and adapters; device/dtype per airoad.core.model.devices."""
-    import warnings
 
     from transformers.utils import logging as hf_logging
 

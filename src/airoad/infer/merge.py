@@ -22,15 +22,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from airoad.core.base.commands import Invocation
 from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_json
 from airoad.core.base.outputs import staged_dir
 from airoad.core.model.adapter_source import Source
 from airoad.core.model.merging import merge_adapters, tied
+from airoad.infer.loading import load
 from airoad.infer.schema import MergeConfig
 
 MERGE_INFO = "airoad_merge.json"
@@ -68,7 +71,6 @@ def probe_logits(model: Any, ids: Any) -> Any:
 
 def merged_generation_config(model: Any, tokenizer: Any) -> Any:
     """The base's generation config with eos = its eos ids + tokenizer eos + end-of-turn, and pad set."""
-    import copy
 
     from airoad.core.model.generate import end_of_turn_id
 
@@ -122,7 +124,6 @@ def run(cfg: MergeConfig, inv: Invocation) -> None:
 def merge(cfg: MergeConfig, source: Source, printer: Callable[[str], None] = print) -> Path:
     """Run the merge (module docstring) of the resolved ``source``; returns the output directory."""
     from airoad.core.run.artifacts import library_versions
-    from airoad.infer.loading import load
 
     out = Path(cfg.out).expanduser()
     for note in source.notes:
@@ -151,7 +152,6 @@ def merge(cfg: MergeConfig, source: Source, printer: Callable[[str], None] = pri
 
 def save_checkpoint(model: Any, tokenizer: Any, info: dict[str, Any], out: Path) -> None:
     """Weights, config, generation config, tokenizer and MERGE_INFO, staged beside ``out`` then renamed in."""
-    from airoad.core.base.io import write_json
 
     with staged_dir(out, "merge", "airoad merge") as (stage, _):
         model.save_pretrained(stage)

@@ -33,7 +33,9 @@ from airoad.core.base.textargs import user_regex
 from airoad.core.data.chat_data import Conversation, read_rows, seeded_subset, to_conversation
 from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits
 from airoad.core.model.adapter_source import Source
+from airoad.infer.loading import load
 from airoad.infer.schema import PairsConfig
+from airoad.infer.sides import decoding_text
 
 Messages = list[dict[str, str]]
 
@@ -112,8 +114,6 @@ def model_answers(cfg: PairsConfig, source: Any, prompts: list[Messages], printe
     """Load the model of ``source`` and answer every prompt as its last side (tuned, else base):
     one :class:`~airoad.core.model.generate.Generation` per prompt, in order."""
     from airoad.core.model.generate import generate
-    from airoad.infer.loading import load
-    from airoad.infer.sides import decoding_text
 
     loaded = load(source, cfg.device, cfg.dtype, cfg.trust_remote_code)
     side = loaded.sides[-1]

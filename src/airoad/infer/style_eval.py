@@ -24,10 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from airoad.core.base.commands import Invocation
+from airoad.core.base.io import write_json
 from airoad.core.base.textargs import UserRegex, user_regex
 from airoad.core.data.text_checks import banned_hits, has_heading, has_list, load_banned
 from airoad.core.model.adapter_source import Source
 from airoad.infer.schema import EvalConfig
+from airoad.infer.sides import answer_all, report_header, sample_records
 
 # in table order; pct_expect only when --expect is given
 METRICS = (
@@ -98,8 +100,6 @@ def run(cfg: EvalConfig, inv: Invocation) -> None:
 
 def evaluate(cfg: EvalConfig, source: Source, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate, score, summarise, measure drift; print the table, write ``cfg.out``; returns the report."""
-    from airoad.core.base.io import write_json
-    from airoad.infer.sides import answer_all, report_header, sample_records
 
     banned = load_banned(cfg.banned)  # a bad --banned file fails before any model loads
     expect = user_regex("--expect", cfg.expect)  # matched under a time budget

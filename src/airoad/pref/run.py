@@ -16,11 +16,16 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from typing import Any
 
 from airoad.core.base.commands import Invocation
+from airoad.core.model.adapter_source import resolve_source
+from airoad.core.model.loading import load_run_base
+from airoad.core.model.merging import attach_adapters
 from airoad.core.run.context import RunContext
 from airoad.core.run.rundir import RunError, exit_status, world
+from airoad.pref.data import kto_order, read_data, tokenize_samples
 from airoad.pref.schema import PER_INVOCATION, PrefConfig
 
 # The log columns of each method, the loss first.
@@ -77,7 +82,6 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print):
     raise one-line errors before any weights load."""
     from airoad.core.run.fit import fit
     from airoad.core.run.preflight import check_run, open_model, run_context
-    from airoad.pref.data import kto_order, read_data, tokenize_samples
 
     t_start = t_start or time.time()
     checked = check_run(cfg, PER_INVOCATION)
@@ -103,15 +107,12 @@ def pref(cfg: PrefConfig, t_start: float | None = None, printer=print):
 def build_model(ctx: RunContext) -> Any:
     """The base with a fresh adapter, or with the init adapter loaded trainable."""
     from airoad.core.model.adapters import wrap_with_adapters
-    from airoad.core.model.loading import load_run_base
 
     cfg = ctx.cfg
     base = load_run_base(ctx.source, ctx.dtype, cfg)
     if not cfg.init_adapter:
         return wrap_with_adapters(base, cfg)
-    from airoad.core.model.adapter_source import resolve_source
     from airoad.core.model.adapters import lean_training_paths
-    from airoad.core.model.merging import attach_adapters
 
     source = resolve_source(cfg.base_model, cfg.init_adapter, flag="--init_adapter", base_flag="--base_model")
     return lean_training_paths(attach_adapters(base, source, trainable=True))
@@ -121,7 +122,6 @@ def trl_args(ctx: RunContext, args: dict[str, Any]) -> Any:
     """TRL's config from the core's TrainingArguments keywords and the preference keys. Set
     explicitly where TRL's defaults differ from ours (lr 1e-6, gradient checkpointing on,
     max_length 1024: airoad.pref.data has already truncated)."""
-    import warnings
 
     from trl import DPOConfig, KTOConfig
 

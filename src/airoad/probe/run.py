@@ -31,6 +31,7 @@ Contracts:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import re
 import shlex
@@ -41,6 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from airoad.cli import main as airoad
+from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_text
+from airoad.core.base.options import ConfigError, default_of, load_config, read_yaml_mapping
+from airoad.core.base.outputs import acquire_lock, record, recorded, release_lock
+from airoad.core.base.runkeys import RunKeys
+from airoad.infer.prompts import load_prompts
+from airoad.infer.schema import GenerateOptions, Generation
+from airoad.probe.report import ReportInputs, render
 from airoad.probe.schema import ProbeConfig
 
 REPORT = "probe_report.md"
@@ -88,7 +100,6 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
     ``--config`` names the train YAML, not a probe config, so it never reaches ``load_config``; and
     argparse keeps only the last of repeated ``--set`` flags, so their values are gathered here.
     Raises ConfigError (one line per problem)."""
-    from airoad.core.base.options import ConfigError
 
     train_yaml, sets, rest, problems = None, [], [], []
     i = 0
@@ -124,7 +135,6 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
 def train_overrides(items: list[str]) -> dict[str, str]:
     """``--set`` items as {key: value}; ConfigError for items that are not KEY=VALUE, or a key twice.
     Whether a key is a train key, and its value good, is train's to say (before anything loads)."""
-    from airoad.core.base.options import ConfigError
 
     overrides, problems = {}, []
     for item in items:
@@ -156,7 +166,6 @@ def train_flags(overrides: dict[str, str]) -> list[str]:
 def read_train_yaml(path: str) -> dict[str, Any]:
     """The train YAML's top-level mapping, read the way `airoad train` reads it (same one-line
     errors: no such file, not UTF-8, invalid YAML, not a mapping). Its keys are train's to check."""
-    from airoad.core.base.options import ConfigError, read_yaml_mapping  # train's reader: the same messages
 
     p = Path(path)
     if p.is_dir():
@@ -169,7 +178,6 @@ def read_train_yaml(path: str) -> dict[str, Any]:
 def run_output_dir(data: dict[str, Any], overrides: dict[str, str]) -> Path:
     """output_dir as train will resolve it: the override, else the YAML's, else the schema default.
     A value train will refuse (not a string) falls back to the default: train's error comes first."""
-    from airoad.core.base.runkeys import RunKeys
 
     default = next(f.default for f in dataclasses.fields(RunKeys) if f.name == "output_dir")
     value = overrides.get("output_dir", data.get("output_dir"))
@@ -179,7 +187,6 @@ def run_output_dir(data: dict[str, Any], overrides: dict[str, str]) -> Path:
 def foreign_probe_files(out: Path, names: list[str]) -> list[str]:
     """One line if output_dir holds one of ``names`` that airoad did not write (not in its manifest):
     the probe would replace a user's file."""
-    from airoad.core.base.outputs import recorded
 
     if not out.is_dir():
         return []
@@ -197,9 +204,6 @@ def foreign_probe_files(out: Path, names: list[str]) -> list[str]:
 def make_plan(argv: list[str]) -> Plan:
     """Parse and check everything the probe can check before training; UserError (one line per
     problem) otherwise. Reads the YAML and the prompt files; writes nothing."""
-    from airoad.core.base.errors import UserError
-    from airoad.core.base.options import ConfigError, load_config
-    from airoad.infer.prompts import load_prompts
 
     train_yaml, rest = split_argv(argv)
     cfg, _ = load_config(ProbeConfig, rest, prog="airoad probe")
@@ -227,8 +231,6 @@ def make_plan(argv: list[str]) -> Plan:
 def generation_flags(cfg: ProbeConfig) -> list[str]:
     """The decoding options that differ from compare's and eval's defaults (the same dataclass), and
     the seed: the flags that make those commands decode as the probe asked."""
-    from airoad.core.base.options import default_of
-    from airoad.infer.schema import GenerateOptions, Generation
 
     names = [f.name for f in dataclasses.fields(Generation)] + ["seed"]
     defaults = {f.name: default_of(f) for f in dataclasses.fields(GenerateOptions)}
@@ -261,9 +263,6 @@ def step_argvs(plan: Plan, where: Callable[[str], str]) -> dict[str, list[str]]:
 
 def run_step(name: str, argv: list[str], printer: Callable[[str], None]) -> None:
     """Run one `airoad` command in this process; StepFailed when it exits non-zero."""
-    import gc
-
-    from airoad.cli import main as airoad
 
     printer(f"\nprobe: {name}: {command_line(argv)}")
     status = airoad(argv)
@@ -279,7 +278,6 @@ def command_line(argv: list[str]) -> str:
 def read_run(out: Path) -> dict[str, Any]:
     """What train wrote that the report shows: run_config.yaml, run_info.json, time_metrics.json and
     train_log.json (a missing or damaged one reads as empty: the page says what it lacks)."""
-    import yaml
 
     def load(name: str, parse: Callable[[str], Any]) -> Any:
         try:
@@ -298,9 +296,6 @@ def read_run(out: Path) -> dict[str, Any]:
 def finish(plan: Plan, printer: Callable[[str], None]) -> Path:
     """Steps 2-4 into a temporary folder, then the page, then every file into output_dir under the
     output_dir lock (:func:`install`); returns the report path."""
-    from airoad.core.base.errors import UserError
-    from airoad.core.base.outputs import acquire_lock, release_lock
-    from airoad.probe.report import ReportInputs, render
 
     out = plan.out
     if not (out / "adapter_model.safetensors").is_file():
@@ -335,8 +330,6 @@ def install(out: Path, names: list[str], tmp: Path, page: str) -> None:
     """``names`` into output_dir: recorded in its manifest first (a later ``--overwrite`` knows them
     as airoad's, even if this is killed half-way), then each written atomically; probe files of an
     earlier probe that this one does not write (e.g. a general eval) are removed, being airoad's."""
-    from airoad.core.base.io import write_text
-    from airoad.core.base.outputs import record, recorded
 
     stale = [n for n in PROBE_FILES if n not in names and n in recorded(out)]
     record(out, names)
@@ -370,7 +363,6 @@ def commands(plan: Plan, shown: dict[str, list[str]]) -> list[tuple[str, str]]:
 
 def help_text() -> str:
     """`airoad probe --help`: --config, then every ProbeConfig option with its help and default."""
-    from airoad.core.base.options import default_of
 
     lines = [
         USAGE,

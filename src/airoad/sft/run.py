@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.base.commands import Invocation
+from airoad.core.base.outputs import creatable
+from airoad.core.model.loading import load_run_base
 from airoad.core.run.context import RunContext
 from airoad.core.run.rundir import TEACHER_CACHE_LINK, RunError, exit_status, world
 from airoad.sft.data import Example, build_examples, read_data
@@ -67,7 +69,6 @@ def check_kl_cache_dir(cfg: TrainConfig) -> None:
     """A KL run's teacher-cache folder must be a folder, or creatable (before anything loads)."""
     if not uses_kl(cfg) or cfg.kl_cache == "off" or not cfg.kl_cache_dir:
         return
-    from airoad.core.base.outputs import creatable
 
     path = Path(cfg.kl_cache_dir).expanduser()
     if path.exists() and not path.is_dir():
@@ -82,7 +83,6 @@ def sft_lane(train_ex: list[Example], dev_ex: list[Example]) -> Any:
 
     def build_model(ctx: RunContext) -> Any:
         from airoad.core.model.adapters import wrap_with_adapters
-        from airoad.core.model.loading import load_run_base
 
         cfg = ctx.cfg
         base = load_run_base(ctx.source, ctx.dtype, cfg)

@@ -1,7 +1,9 @@
-"""The one exception type that means "the user gave us something wrong".
+"""The two outcomes a command raises instead of finishing: a user's mistake and a failed check.
 
-Commands raise a subclass with ``problems`` (one line each: where, what, how to fix); the CLI
-prints them as `error: ...` lines and exits 2, with no traceback.
+:class:`UserError` (and its subclasses): ``problems``, one line each (where, what, how to fix);
+printed as `error: ...` lines, exit 2, no traceback. :class:`CheckFailed`: the command checked its
+own result and it was wrong (an export that does not reproduce the tune); one line, exit 1,
+nothing kept. :func:`problems_of` collects a check's lines so every problem is reported at once.
 """
 
 from __future__ import annotations

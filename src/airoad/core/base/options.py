@@ -30,6 +30,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import read_utf8
 
@@ -200,7 +202,6 @@ def read_yaml_mapping(path: Path, what: str = "config") -> tuple[dict[str, Any],
     """Safe-load a YAML mapping and the 1-based line of each top-level key. ConfigError (one line
     each) for an unreadable or non-UTF-8 file, bad syntax, a non-mapping, or a key given twice
     (PyYAML silently keeps the last one)."""
-    import yaml
 
     try:
         text, not_utf8 = read_utf8(path, what)

@@ -12,11 +12,13 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_json
 
 
 class OutputError(UserError):
@@ -219,7 +221,6 @@ def writer_kind(directory: Path) -> str | None:
 def record(directory: Path, names: Iterable[str], writer: str | None = None) -> None:
     """Add ``names`` (paths relative to ``directory``) to its manifest, atomically; ``writer`` (the
     command) is kept from the first record that names it."""
-    from airoad.core.base.io import write_json
 
     old = _manifest(directory)
     files = sorted(recorded(directory) | {n for n in names if _safe_rel(n)})
@@ -447,7 +448,6 @@ def staged_dir(out: Path, tag: str, writer: str) -> Iterator[tuple[Path, Path]]:
 def remove_dead_staging(out: Path, tag: str) -> None:
     """Staging folders ``.<out>.<tag>-<pid>-*`` of earlier writes into ``out`` whose process is gone
     (killed mid-save)."""
-    import shutil
 
     prefix = f".{out.name}.{tag}-"
     for p in out.parent.glob(f"{prefix}*-*"):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from airoad.core.model.loading import LoadError, first_line, safetensors_header, safetensors_problem
 
 RUN_CONFIG = "run_config.yaml"
@@ -54,7 +56,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_run_config(path: Path) -> dict[str, Any]:
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -9,6 +9,8 @@ CPU whose flags mislead, and so the test suite can be run in either precision on
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import importlib.util
 import os
 
 import torch
@@ -73,7 +75,6 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
 def require_cuda_package(key: str, needs: str, device: str, module: str, pip_name: str) -> None:
     """DeviceError (one line naming ``key`` and how to turn it off) unless the run is on CUDA and
     ``module`` is importable; called before any data or weights load."""
-    import importlib.util
 
     if device != "cuda":
         raise DeviceError(
@@ -97,7 +98,6 @@ def check_liger(device: str) -> None:
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     """{distribution: installed version or "not installed"} for each name, in order."""
-    import importlib.metadata as md
 
     out = {}
     for pkg in names:

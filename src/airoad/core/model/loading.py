@@ -8,11 +8,16 @@ unreachable hub is one line in a second, not a minute of retries.
 
 from __future__ import annotations
 
+import json
+import os
+import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
 from airoad.core.base.errors import UserError
 from airoad.core.model.model_source import ModelSource, resolve_model
+from airoad.core.model.onednn import bound_primitive_cache
 
 
 class LoadError(UserError):
@@ -28,8 +33,6 @@ def first_line(e: BaseException) -> str:
 def safetensors_problem(path: Path) -> str | None:
     """What is wrong with a .safetensors file, from its header alone (no tensor read), or None:
     the 8-byte header length, a JSON header, and every tensor's bytes inside the file."""
-    import json
-    import struct
 
     try:
         size = path.stat().st_size
@@ -58,8 +61,6 @@ def safetensors_problem(path: Path) -> str | None:
 def safetensors_header(path: Path) -> dict[str, Any]:
     """The JSON header of a .safetensors file (tensor name -> dtype, shape, offsets); {} when it
     cannot be read (:func:`safetensors_problem` says why)."""
-    import json
-    import struct
 
     try:
         with open(path, "rb") as f:
@@ -115,7 +116,6 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     from airoad.core.model.lean_load import load_widened
-    from airoad.core.model.onednn import bound_primitive_cache
 
     bound_primitive_cache()  # every command loads its model here, before its first matmul
     src = _source(model, key)
@@ -186,7 +186,6 @@ def load_run_base(source: ModelSource, dtype: Any, cfg: Any) -> Any:
 def quantization_kwargs(dtype: Any) -> dict[str, Any]:
     """QLoRA: NF4 base weights with double quantisation, computing in the training dtype, each
     rank's copy on its own GPU (a quantised model cannot be moved after loading)."""
-    import os
 
     from transformers import BitsAndBytesConfig
 
@@ -202,7 +201,6 @@ def quantization_kwargs(dtype: Any) -> dict[str, Any]:
 def quiet_renames() -> None:
     """transformers 5 renames gradient checkpointing to activation checkpointing; PEFT, the HF
     Trainer and transformers' own loading still call the old names (harmless until v6)."""
-    import warnings
 
     warnings.filterwarnings(
         "ignore", message=r".*(is_)?gradient_checkpointing(_enable)?.*deprecated", category=FutureWarning

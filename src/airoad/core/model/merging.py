@@ -23,6 +23,7 @@ from airoad.core.model.loading import (
     quiet_renames,
     safetensors_header,
 )
+from airoad.core.model.model_source import resolve_model
 
 
 def attach_adapters(model: Any, source: Source, trainable: bool = False) -> Any:
@@ -88,8 +89,6 @@ def load_merged(source: Source, device: str = "cpu", trust_remote_code: bool = F
     """(model, tokenizer) of ``source``: the base in float32 on ``device`` (eval mode), with the
     adapters merged in when ``source`` has them; the tokenizer the run trained with."""
     import torch
-
-    from airoad.core.model.model_source import resolve_model
 
     quiet_renames()  # loading a model calls transformers' renamed checkpointing API
     base = resolve_model(source.base, key="base")  # an unreachable hub: one line, now

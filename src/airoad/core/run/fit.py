@@ -10,6 +10,7 @@ Under ``torchrun``/``accelerate launch`` every rank runs this; only rank 0 print
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,13 +21,16 @@ from typing import Any
 from airoad.core.base.options import input_keys
 from airoad.core.base.outputs import release_lock
 from airoad.core.data.chat_data import file_sha256
+from airoad.core.model.loading import quiet_renames
 from airoad.core.run import callbacks as cb
 from airoad.core.run.context import RunContext
 from airoad.core.run.rundir import (
     CHECKPOINTS,
     KEEP_CHECKPOINTS,
+    RunError,
     global_batch,
     prepare_output_dir,
+    read_checkpoint_state,
     sync_ranks,
     world,
 )
@@ -69,8 +73,6 @@ def check_trackers(report_to: str) -> None:
     loads (the Trainer would only refuse it after the model is in memory)."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    from airoad.core.run.rundir import RunError
-
     names = [n.strip() for n in report_to.split(",") if n.strip()]
     unknown = [n for n in names if n not in ("none", "all") and n not in INTEGRATION_TO_CALLBACK]
     if unknown:
@@ -80,11 +82,8 @@ def check_trackers(report_to: str) -> None:
 
 def quiet_libraries() -> None:
     """Our live line is the progress report: silence weight-loading bars and known-harmless deprecations."""
-    import logging
 
     from transformers.utils import logging as hf_logging
-
-    from airoad.core.model.loading import quiet_renames
 
     hf_logging.disable_progress_bar()
     # Checkpoint rotation falls back to step order when mtimes are close (always, for fast runs).
@@ -194,7 +193,6 @@ def resume_counters(trainer: Any, state: cb.RunState, stateful: list[cb.Resumabl
     """Our part of a checkpoint back in place (HF restores weights, optimizer, scheduler, RNG and
     data position itself in ``train(resume_from_checkpoint=...)``). The whole-job token counts go
     to rank 0: run_totals sums the ranks."""
-    from airoad.core.run.rundir import read_checkpoint_state
 
     saved = read_checkpoint_state(ckpt)
     cb.restore_run_state(state, stateful, saved)

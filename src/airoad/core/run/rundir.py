@@ -15,7 +15,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from airoad.core.base.errors import UserError
+from airoad.core.base.io import write_text
 from airoad.core.base.options import coerce, field_types, input_keys
 from airoad.core.base.outputs import (
     LOCK,
@@ -64,9 +67,6 @@ def run_config_dict(cfg: Any) -> dict[str, Any]:
 
 
 def write_run_config(cfg: Any, out: Path) -> None:
-    import yaml
-
-    from airoad.core.base.io import write_text
 
     write_text(out / "run_config.yaml", yaml.safe_dump(run_config_dict(cfg), sort_keys=False))
 
@@ -187,7 +187,6 @@ def data_changed(cfg: Any, out: Path, saved_sha: str | None) -> list[str]:
 
 def resume_mismatches(cfg: Any, out: Path, per_invocation: frozenset[str]) -> list[str]:
     """One line per key that differs from the run being resumed (keys in ``per_invocation`` may)."""
-    import yaml
 
     saved_path = out / "run_config.yaml"
     if not saved_path.is_file():
