@@ -325,3 +325,10 @@ def test_an_adapter_of_another_base_is_one_line_naming_both_sizes(run_dir, qwen_
     (line,) = errors(capsys)
     assert "does not fit" in line and "48 -> 48 in this base, 32 -> 32 in the adapter" in line, line
     assert not (tmp_path / "m").exists()
+
+
+def test_probe_refuses_an_empty_output_dir_before_it_starts(capsys):
+    config = Path(__file__).resolve().parents[1] / "configs" / "slm" / "qwen05b_lora_fast_plain.yaml"
+    assert cli(["probe", "--config", str(config), "--set", "output_dir="]) == 2
+    captured = capsys.readouterr()
+    assert "output_dir '' is empty" in captured.err and "probe: train" not in captured.out

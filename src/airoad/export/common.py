@@ -1,6 +1,6 @@
-"""What every `airoad export` target shares: the inputs check (run dir or merged checkpoint, an
-``--out`` that is not an input), the chats the export is checked on, the system prompt the tune
-is deployed with, and the failure that keeps nothing."""
+"""What every `airoad export` target shares beyond its options (:class:`~airoad.export.schema.ExportKeys`)
+and its staging (:func:`airoad.core.base.outputs.staged_dir`): the chats the export is checked on,
+the system prompt the tune is deployed with, and the logit comparison of tuned and exported model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Options of `airoad export gguf`: one dataclass (no torch)."""
+"""Options of the export targets: :class:`ExportKeys`, declared once, and each target's own (no torch)."""
 
 from __future__ import annotations
 

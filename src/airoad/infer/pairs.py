@@ -35,7 +35,7 @@ from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits
 from airoad.core.model.adapter_source import Source
 from airoad.infer.loading import load
 from airoad.infer.schema import PairsConfig
-from airoad.infer.sides import decoding_text
+from airoad.infer.sides import answer_as, model_line
 
 Messages = list[dict[str, str]]
 
@@ -113,26 +113,9 @@ def read_inputs(cfg: PairsConfig, source: Source) -> tuple[int, list[tuple[Messa
 def model_answers(cfg: PairsConfig, source: Any, prompts: list[Messages], printer: Callable) -> list[Any]:
     """Load the model of ``source`` and answer every prompt as its last side (tuned, else base):
     one :class:`~airoad.core.model.generate.Generation` per prompt, in order."""
-    from airoad.core.model.generate import generate
-
     loaded = load(source, cfg.device, cfg.dtype, cfg.trust_remote_code)
-    side = loaded.sides[-1]
-    tuned = f" + {source.adapters} ({source.adapter_kind})" if source.adapters else ""
-    printer(
-        f"model: {source.base}{tuned} on {loaded.device} ({str(loaded.dtype).replace('torch.', '')}); "
-        f"{len(prompts)} prompts, {decoding_text(cfg)}"
-    )
-    with loaded.side(side):
-        return generate(
-            loaded.model,
-            loaded.tokenizer,
-            prompts,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            progress=lambda done, total: printer(f"  {side}: {done}/{total} prompts answered"),
-        )
+    printer(model_line(loaded, len(prompts), cfg))
+    return answer_as(loaded, loaded.sides[-1], prompts, cfg, printer)
 
 
 def report(cfg: PairsConfig, counts: PairCounts, seconds: float, gen_seconds: float) -> list[str]:

@@ -34,29 +34,42 @@ def answer_all(cfg: GenerateOptions, source: Source, printer: Callable[[str], No
     for note in source.notes:
         printer(note)
     loaded = load(source, cfg.device, cfg.dtype, cfg.trust_remote_code)
-    tuned = f" + {source.adapters} ({source.adapter_kind})" if source.adapters else ""
-    printer(
-        f"model: {source.base}{tuned} on {loaded.device} ({str(loaded.dtype).replace('torch.', '')}); "
-        f"{len(prompts)} prompts, {decoding_text(cfg)}"
-    )
+    printer(model_line(loaded, len(prompts), cfg))
     system = loaded.system_prompt(cfg.system_prompt)
     messages = [p.messages(system) for p in prompts]
     # An untimed warm-up, so the first side's tokens/s does not pay one-time kernel/allocator costs.
     generate(loaded.model, loaded.tokenizer, messages[:1], max_new_tokens=2)
-    by_side = {}
-    for side in loaded.sides:
-        with loaded.side(side):
-            by_side[side] = generate(
-                loaded.model,
-                loaded.tokenizer,
-                messages,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                batch_size=cfg.batch_size,
-                seed=cfg.seed,
-                progress=lambda done, total, side=side: printer(f"  {side}: {done}/{total} prompts answered"),
-            )
+    by_side = {side: answer_as(loaded, side, messages, cfg, printer) for side in loaded.sides}
     return Answers(loaded, prompts, system, by_side)
+
+
+def model_line(loaded: Loaded, n_prompts: int, cfg: Any) -> str:
+    """ "model: BASE + ADAPTERS (LoRA r=16) on cpu (float32); N prompts, greedy, ..." """
+    source = loaded.source
+    tuned = f" + {source.adapters} ({source.adapter_kind})" if source.adapters else ""
+    dtype = str(loaded.dtype).replace("torch.", "")
+    return (
+        f"model: {source.base}{tuned} on {loaded.device} ({dtype}); {n_prompts} prompts, {decoding_text(cfg)}"
+    )
+
+
+def answer_as(
+    loaded: Loaded, side: str, messages: list[Any], cfg: Any, printer: Callable[[str], None]
+) -> list[Any]:
+    """Side ``side``'s answers to ``messages`` (one Generation each, in order), decoded as ``cfg`` says."""
+    from airoad.core.model.generate import generate
+
+    with loaded.side(side):
+        return generate(
+            loaded.model,
+            loaded.tokenizer,
+            messages,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            progress=lambda done, total: printer(f"  {side}: {done}/{total} prompts answered"),
+        )
 
 
 def decoding_text(cfg: GenerateOptions) -> str:

@@ -181,6 +181,10 @@ def run_output_dir(data: dict[str, Any], overrides: dict[str, str]) -> Path:
 
     default = next(f.default for f in dataclasses.fields(RunKeys) if f.name == "output_dir")
     value = overrides.get("output_dir", data.get("output_dir"))
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            "output_dir '' is empty; give the run's directory (--set output_dir=outputs/my_run)"
+        )
     return Path(value if isinstance(value, str) and value else default).expanduser()
 
 

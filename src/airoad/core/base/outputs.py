@@ -309,38 +309,17 @@ def pid_alive(pid: int) -> bool:
 
 def lock_holder(directory: Path) -> int | None:
     """The pid of a live process holding ``directory``'s lock, or None (no lock, or a stale one)."""
-    try:
-        pid = int((directory / LOCK).read_text().strip() or "0")
-    except (OSError, ValueError):
-        return None
-    return pid if pid != os.getpid() and pid_alive(pid) else None
+    pid = _pid_in(directory / LOCK)
+    return pid if pid and pid != os.getpid() and pid_alive(pid) else None
 
 
 def acquire_lock(directory: Path, flag: str) -> None:
-    """Hold ``directory`` for this process (O_EXCL create; a dead holder's lock is taken over)."""
-    path = directory / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = lock_holder(directory)
-            if holder is not None:
-                raise OutputError(in_use(flag, directory, holder)) from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return
-    raise OutputError(in_use(flag, directory, lock_holder(directory) or 0))
+    """Hold ``directory`` (a training run's, locked from inside) for this process: :func:`take_lock`."""
+    take_lock(directory / LOCK, flag, directory)
 
 
 def release_lock(directory: Path) -> None:
-    path = directory / LOCK
-    try:
-        if int(path.read_text().strip() or "0") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+    release_file_lock(directory / LOCK)
 
 
 def in_use(flag: str, directory: Path, pid: int) -> str:
