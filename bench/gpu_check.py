@@ -44,8 +44,15 @@ from qwen_shape import QWEN25_05B, build_random_model, tokenizer_dir, write_chat
 
 CARRY = REPO / ".gpu"  # what travels with the tree to the GPU machine (git-ignored via .git/info/exclude)
 TEST_GROUPS = (  # run one after the other, each within its share of --tests_timeout
-    ("tests/test_fused_lora.py", "tests/test_fast_layers.py", "tests/test_losses.py"),  # kernels, head loss
-    ("tests/test_speed_paths.py", "tests/test_kl_anchor.py"),  # packing, KL, anchors, teacher cache (runs)
+    (
+        "tests/core/kernels/test_fused_lora.py",
+        "tests/core/kernels/test_lean_layers.py",
+        "tests/core/kernels/test_head_loss.py",
+    ),  # kernels, head loss
+    (
+        "tests/sft/test_packing_and_teacher_cache.py",
+        "tests/sft/test_kl_anchor.py",
+    ),  # packing, KL, anchors, teacher cache (runs)
 )
 TRL_VARIANTS = ("trl", "trl_nogc")
 DPO_VARIANTS = ("dpo_trl", "dpo")  # preference pairs: TRL DPOTrainer + PEFT vs `airoad pref`, pairs/s

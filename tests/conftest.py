@@ -98,6 +98,35 @@ def train_args(model_dir, data, out, *extra: str) -> list[str]:
     ]
 
 
+def cfg_for(model_dir, data, out, *extra):
+    """A short, fast TrainConfig for a model, a data file and an output dir (plus ``extra`` flags)."""
+    from airoad.core.base.options import load_config
+    from airoad.sft.schema import TrainConfig
+
+    argv = [
+        "--base_model",
+        str(model_dir),
+        "--dataset_path",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",
+        "--grad_accum",
+        "2",
+        "--learning_rate",
+        "5e-3",
+        "--print_every_steps",
+        "2",
+        "--warmup_ratio",
+        "0",
+        "--lr_scheduler",
+        "constant",
+        *extra,
+    ]
+    return load_config(TrainConfig, argv)[0]
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text(
         "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"

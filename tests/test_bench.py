@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip(
     "trl", reason="the benchmark's anchor is TRL (not installed, or its datasets dependency is not)"
 )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
+
+from conftest import REPO
 
 from airoad.sft.schema import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import CHAT_ROWS, REPO, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.options import ConfigError, load_config, opt
@@ -22,7 +22,6 @@ from airoad.data_tools.markdown_rewrite import heading, restructure, split_sente
 from airoad.data_tools.mix import weighted
 from airoad.data_tools.neg_guard_bank import PAIRS
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLED = [REPO / "data/sft/example_train.jsonl", REPO / "data/sft/example_dev.jsonl"]
 
 

@@ -7,17 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import FP32, write_jsonl
+from conftest import FP32, REPO, write_jsonl
 
 from airoad.core.base.options import load_config
 from airoad.core.run.rundir import RUN_FILES
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("torch.distributed.run")
 
 
@@ -118,7 +116,7 @@ def test_shipped_accelerate_configs_are_valid_and_documented(name, kind):
     )
     readme = (REPO / "README.md").read_text()
     assert f"| `{name}.yaml` |" in readme and "## When things go wrong" in readme
-    if kind == "FSDP":  # FSDP2: the one that runs on CPU processes too (tests/test_fsdp.py)
+    if kind == "FSDP":  # FSDP2: the one that runs on CPU processes too (tests/core/run/test_fsdp.py)
         assert cfg.fsdp_config["fsdp_version"] == 2
         assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # the adapter saved whole
     if kind == "DEEPSPEED":

@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import BF16, FP32, needs_bf16
-from test_train import cfg_for
+from conftest import BF16, FP32, cfg_for, needs_bf16
 
 from airoad.sft.run import train
 from airoad.sft.trainer import Collator, ExampleDataset

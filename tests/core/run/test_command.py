@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CHAT_ROWS, build_tiny_qwen, write_jsonl
+from conftest import CHAT_ROWS, REPO, build_tiny_qwen, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.errors import UserError
@@ -328,7 +328,7 @@ def test_an_adapter_of_another_base_is_one_line_naming_both_sizes(run_dir, qwen_
 
 
 def test_probe_refuses_an_empty_output_dir_before_it_starts(capsys):
-    config = Path(__file__).resolve().parents[1] / "configs" / "slm" / "qwen05b_lora_fast_plain.yaml"
+    config = REPO / "configs" / "slm" / "qwen05b_lora_fast_plain.yaml"
     assert cli(["probe", "--config", str(config), "--set", "output_dir="]) == 2
     captured = capsys.readouterr()
     assert "output_dir '' is empty" in captured.err and "probe: train" not in captured.out

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 import yaml
-from test_train import cfg_for
+from conftest import cfg_for
 
 from airoad.cli import main as cli
 from airoad.core.model.model_source import ModelSourceError, resolve_model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CHAT_ROWS, build_tiny_qwen, write_jsonl
+from conftest import CHAT_ROWS, REPO, build_tiny_qwen, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.options import load_config
@@ -26,7 +26,6 @@ from airoad.infer.style_eval import summarize
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
 # peft calls a transformers property deprecated in v5 when it wraps a model
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 # Answers are compared with plain CPU fp32 runs: pin device and dtype (auto may pick cuda or bf16).

@@ -14,13 +14,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import CHAT_ROWS, build_tiny_qwen, write_jsonl
+from conftest import CHAT_ROWS, REPO, build_tiny_qwen, write_jsonl
 
 import airoad.infer.pairs as pairs
 from airoad.cli import main as cli
 from airoad.core.data.chat_data import read_rows, seeded_subset
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 CPU = ["--device", "cpu", "--dtype", "float32"]
 GSM = "####\\s*-?\\d"

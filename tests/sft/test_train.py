@@ -6,12 +6,11 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import BF16, CHAT_ROWS, FP32, needs_bf16, write_jsonl
+from conftest import BF16, CHAT_ROWS, FP32, REPO, cfg_for, needs_bf16, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.options import load_config
@@ -19,33 +18,6 @@ from airoad.core.data.chat_data import file_sha256
 from airoad.core.run.rundir import RUN_FILES
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cfg_for(model_dir, data, out, *extra):
-    argv = [
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "6",
-        "--grad_accum",
-        "2",
-        "--learning_rate",
-        "5e-3",
-        "--print_every_steps",
-        "2",
-        "--warmup_ratio",
-        "0",
-        "--lr_scheduler",
-        "constant",
-        *extra,
-    ]
-    return load_config(TrainConfig, argv)[0]
 
 
 def tokenizer_files(tok, tmp_path) -> set[str]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import REPO
 
 from airoad.core.base.options import ConfigError, load_config
 from airoad.sft.schema import TrainConfig
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load(argv):

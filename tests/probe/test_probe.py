@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import CHAT_ROWS, REPO, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.outputs import recorded
@@ -24,7 +24,6 @@ from airoad.infer.prompts import load_prompts
 from airoad.probe.report import ReportInputs, render
 from airoad.probe.run import PROBE_FILES, split_argv, train_flags
 
-REPO = Path(__file__).resolve().parents[1]
 GENERAL = REPO / "data" / "eval" / "general_prompts.jsonl"
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
 CPU = ["--device", "cpu", "--dtype", "float32"]

@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FP32
+from conftest import FP32, REPO
 
 from airoad.core.base.options import load_config
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("torch.distributed.fsdp")
 CONFIG = REPO / "configs" / "accelerate" / "fsdp.yaml"
 

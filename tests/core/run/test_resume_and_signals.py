@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CHAT_ROWS, write_jsonl
+from conftest import CHAT_ROWS, REPO, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.options import ConfigError, load_config
@@ -26,7 +26,6 @@ from airoad.core.run import rundir
 from airoad.sft.run import train
 from airoad.sft.schema import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "airoad"
 QUIET = {"printer": lambda *_: None}
 
