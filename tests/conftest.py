@@ -127,6 +127,42 @@ def cfg_for(model_dir, data, out, *extra):
     return load_config(TrainConfig, argv)[0]
 
 
+def sharded_argv(model_dir, data, out) -> list[str]:
+    """`airoad train` flags shared by a 2-process run and its 1-process twin (global batch 4 with
+    the right --grad_accum): no dropout, fp32, 6 steps."""
+    return [
+        "--base_model",
+        str(model_dir),
+        "--dataset_path",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",  # 2 epochs of 12 examples at a global batch of 4
+        "--per_device_batch_size",
+        "1",
+        "--learning_rate",
+        "5e-3",
+        "--lora_dropout",
+        "0",  # no per-rank dropout streams: the two runs must compute the same thing
+        "--print_every_steps",
+        "1",
+        "--device",
+        "cpu",
+        *FP32,  # a comparison of sums: fp32 on every CPU, whatever `dtype: auto` picks here
+    ]
+
+
+def launch_env() -> dict[str, str]:
+    """The environment of a 2-process launch (torchrun, accelerate launch) of this checkout."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",  # 2 ranks on a 2-core runner: no oversubscription
+        "PYTHONPATH": str(REPO / "src"),
+    }
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text(
         "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"

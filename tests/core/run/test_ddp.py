@@ -4,12 +4,11 @@ single-process run with the same global batch, and only rank 0 prints and writes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from conftest import FP32, REPO, write_jsonl
+from conftest import REPO, launch_env, sharded_argv, write_jsonl
 
 from airoad.core.base.options import load_config
 from airoad.core.run.rundir import RUN_FILES
@@ -20,47 +19,18 @@ pytest.importorskip("torch.distributed.run")
 
 
 def torchrun(*argv: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",  # 2 ranks on a 2-core runner: no oversubscription
-        "PYTHONPATH": str(REPO / "src"),
-    }
+    env = launch_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     return subprocess.run(
         [*cmd, "-m", "airoad", "train", *argv], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
-def common(model_dir, data, out) -> list[str]:
-    return [
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "6",  # 2 epochs of 12 examples at a global batch of 4
-        "--per_device_batch_size",
-        "1",
-        "--learning_rate",
-        "5e-3",
-        "--lora_dropout",
-        "0",  # no per-rank dropout streams: the two runs must compute the same thing
-        "--print_every_steps",
-        "1",
-        "--device",
-        "cpu",
-        *FP32,  # a comparison of sums: fp32 on every CPU, whatever `dtype: auto` picks here
-    ]
-
-
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tiny_model_dir, chat_file, tmp_path):
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
-    res = torchrun(*common(tiny_model_dir, chat_file, ddp_out), "--grad_accum", "2")
+    res = torchrun(*sharded_argv(tiny_model_dir, chat_file, ddp_out), "--grad_accum", "2")
     assert res.returncode == 0, res.stderr[-3000:]
-    argv = [*common(tiny_model_dir, chat_file, single_out), "--grad_accum", "4"]
+    argv = [*sharded_argv(tiny_model_dir, chat_file, single_out), "--grad_accum", "4"]
     train(load_config(TrainConfig, argv)[0], printer=lambda *_: None)
 
     # one job, one set of lines and files

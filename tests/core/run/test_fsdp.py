@@ -6,13 +6,12 @@ shards (accelerate alone would train a CPU launch as DDP; core/run/sharding.py t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import FP32, REPO
+from conftest import REPO, launch_env, sharded_argv
 
 from airoad.core.base.options import load_config
 from airoad.sft.run import train
@@ -23,49 +22,20 @@ CONFIG = REPO / "configs" / "accelerate" / "fsdp.yaml"
 
 
 def accelerate_launch(config: Path, *argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",  # 2 ranks on a 2-core runner: no oversubscription
-        "PYTHONPATH": str(REPO / "src"),
-    }
+    env = launch_env()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     return subprocess.run(
         [*cmd, "-m", "airoad", "train", *argv], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
-def common(model_dir, data, out) -> list[str]:
-    return [
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "6",  # 2 epochs of 12 examples at a global batch of 4
-        "--per_device_batch_size",
-        "1",
-        "--learning_rate",
-        "5e-3",
-        "--lora_dropout",
-        "0",  # no per-rank dropout streams: the two runs must compute the same thing
-        "--print_every_steps",
-        "1",
-        "--device",
-        "cpu",
-        *FP32,  # a comparison of sums: fp32 on every CPU, whatever `dtype: auto` picks here
-    ]
-
-
 def test_fsdp2_on_two_cpu_processes_matches_one_process(tiny_model_dir, chat_file, tmp_path):
     from safetensors.torch import load_file
 
     fsdp_out, single_out = tmp_path / "fsdp", tmp_path / "single"
-    res = accelerate_launch(CONFIG, *common(tiny_model_dir, chat_file, fsdp_out), "--grad_accum", "2")
+    res = accelerate_launch(CONFIG, *sharded_argv(tiny_model_dir, chat_file, fsdp_out), "--grad_accum", "2")
     assert res.returncode == 0, res.stderr[-3000:]
-    argv = [*common(tiny_model_dir, chat_file, single_out), "--grad_accum", "4"]
+    argv = [*sharded_argv(tiny_model_dir, chat_file, single_out), "--grad_accum", "4"]
     train(load_config(TrainConfig, argv)[0], printer=lambda *_: None)
 
     # it sharded (not accelerate's silent DDP on CPU), said so once, and ran one job
