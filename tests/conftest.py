@@ -104,12 +104,7 @@ def cfg_for(model_dir, data, out, *extra):
     from airoad.sft.schema import TrainConfig
 
     argv = [
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
+        *train_args(model_dir, data, out)[1:],
         "--max_steps",
         "6",
         "--grad_accum",
@@ -131,12 +126,7 @@ def sharded_argv(model_dir, data, out) -> list[str]:
     """`airoad train` flags shared by a 2-process run and its 1-process twin (global batch 4 with
     the right --grad_accum): no dropout, fp32, 6 steps."""
     return [
-        "--base_model",
-        str(model_dir),
-        "--dataset_path",
-        str(data),
-        "--output_dir",
-        str(out),
+        *train_args(model_dir, data, out)[1:],
         "--max_steps",
         "6",  # 2 epochs of 12 examples at a global batch of 4
         "--per_device_batch_size",
