@@ -149,12 +149,12 @@ def adapter_tensor_problem(config: dict[str, Any], header: dict[str, Any]) -> st
         )
     if dora and not magnitudes:
         return "adapter_config.json says `use_dora: true` but its weights hold no DoRA magnitude vector"
-    pattern = config.get("rank_pattern") or {}
+    # PEFT matches rank_pattern keys as regexes: a module's rank is r or one of the pattern's
+    ranks = {config.get("r"), *(config.get("rank_pattern") or {}).values()} - {None}
     for module in modules:
         a, b = shapes.get(f"{module}.lora_A.weight"), shapes.get(f"{module}.lora_B.weight")
         if not (isinstance(a, list) and isinstance(b, list) and len(a) == 2 and len(b) == 2):
             return f"{module}: lora_A/lora_B missing or not matrices in its weights"
-        ranks = {config.get("r"), *pattern.values()} - {None}  # PEFT matches rank_pattern keys as regexes
         if a[0] != b[1] or (ranks and a[0] not in ranks):
             said = ", ".join(map(str, sorted(ranks)))
             return f"{module}: lora_A {a} and lora_B {b} do not have the rank adapter_config.json gives (r: {said})"

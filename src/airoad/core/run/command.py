@@ -25,12 +25,13 @@ import dataclasses
 import importlib
 import pkgutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from airoad.core.base.commands import Command, Invocation, rank, run_guarded, usage
 from airoad.core.base.errors import UserError
-from airoad.core.base.options import closest, load_config
+from airoad.core.base.options import closest, input_keys, load_config
 from airoad.core.base.outputs import clash, holding, inside_output, output_problems
 from airoad.core.model.adapter_source import Source, resolve_source
 
@@ -44,22 +45,25 @@ def module_name(words: list[str]) -> str:
     return f"{COMMANDS_PACKAGE}.{'_'.join(w.replace('-', '_') for w in words)}"
 
 
-def table(group: str | None = None) -> dict[str, str]:
-    """Command name -> summary of every top-level command (or of ``group``'s tools), read from
-    the command modules (which import no torch)."""
+def names(group: str | None = None) -> list[str]:
+    """The command names (or ``group``'s tool names), from the module files alone: nothing is
+    imported, so finding the one command to run costs no start-up time."""
     pkg = importlib.import_module(COMMANDS_PACKAGE)
-    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    modules = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    if group is None:
+        return sorted({m.partition("_")[0] if m.partition("_")[0] in GROUPS else m for m in modules})
+    return [
+        m.partition("_")[2].replace("_", "-") for m in modules if m.partition("_")[0] == group and "_" in m
+    ]
+
+
+def table(group: str | None = None) -> dict[str, str]:
+    """Command name -> summary, for the usage text: each command module is imported (none imports
+    torch) to read its summary; a group's module holds a SUMMARY of its own."""
     found: dict[str, str] = {}
-    for name in names:
-        head, _, tail = name.partition("_")
-        if group is None and head in GROUPS:
-            found.setdefault(head, importlib.import_module(f"{COMMANDS_PACKAGE}.{head}").SUMMARY)
-        elif group is None and name not in GROUPS:
-            found[name] = importlib.import_module(f"{COMMANDS_PACKAGE}.{name}").COMMAND.summary
-        elif group is not None and head == group and tail:
-            found[tail.replace("_", "-")] = importlib.import_module(
-                f"{COMMANDS_PACKAGE}.{name}"
-            ).COMMAND.summary
+    for name in names(group):
+        module = importlib.import_module(module_name([group, name] if group else [name]))
+        found[name] = module.SUMMARY if group is None and name in GROUPS else module.COMMAND.summary
     return found
 
 
@@ -68,13 +72,13 @@ def dispatch(argv: list[str], words: tuple[str, ...] = ()) -> int:
     line with the closest name for an unknown one, else run the command."""
     group = words[0] if words else None
     prog, noun = " ".join(("airoad", *words)), "tool" if group == "data" else "target" if group else "command"
-    names = table(group)
+    known = names(group)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage(names, prog, noun), file=sys.stdout if argv else sys.stderr)
+        print(usage(table(group), prog, noun), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in names:
-        hint = closest(name, list(names))
+    if name not in known:
+        hint = closest(name, known)
         fix = f"did you mean `{prog} {hint}`?" if hint else f"see `{prog} --help`"
         what = {"data": "data tool", "export": "export target"}.get(group or "", "command")
         print(f"error: unknown {what} {name!r}; {fix}", file=sys.stderr)
@@ -92,9 +96,10 @@ def run_command(cmd: Command, argv: list[str], prog: str) -> int:
         return run_guarded(lambda: cmd.run(argv, Invocation(prog=prog, printer=printer)))
 
     def body() -> int | None:
+        started = time.time()  # a run's setup time counts from here, parsing included
         args = cmd.argv(argv) if cmd.argv else argv
         cfg, sources = load_config(cmd.schema, args, prog=prog, description=cmd.summary)
-        inv = Invocation(prog=prog, sources=sources, printer=printer)
+        inv = Invocation(prog=prog, sources=sources, printer=printer, started=started)
         model_problems: list[str] = []
         try:
             inv.source, inv.inputs = resolve_inputs(cfg, inv, cmd)
@@ -149,15 +154,13 @@ def resolve_inputs(cfg: Any, inv: Invocation, cmd: Command) -> tuple[Source | No
 def given_inputs(cfg: Any, cmd: Command) -> list[tuple[str, str | None]]:
     """(flag, path) of every input the user gave: fields declared io input, base or adapters, and
     the command's own extra inputs."""
-    keys = [f.name for f in dataclasses.fields(cfg) if f.metadata.get("io") in ("input", "base", "adapters")]
-    return [(f"--{k}", getattr(cfg, k)) for k in keys] + (cmd.inputs(cfg) if cmd.inputs else [])
+    return [(f"--{k}", getattr(cfg, k)) for k in input_keys(cfg)] + (cmd.inputs(cfg) if cmd.inputs else [])
 
 
 def existing(raw: list[tuple[str, Any]]) -> list[tuple[str, Path]]:
     """The (label, path) pairs whose path exists here (what could be overwritten)."""
-    return [
-        (label, Path(str(p)).expanduser()) for label, p in raw if p and Path(str(p)).expanduser().exists()
-    ]
+    paths = [(label, Path(str(p)).expanduser()) for label, p in raw if p]
+    return [(label, p) for label, p in paths if p.exists()]
 
 
 def declared_outputs(cfg: Any) -> list[tuple[str, Path | None, str]]:
