@@ -259,6 +259,14 @@ def run_worker_process(script: str, worker_args: list[str]) -> dict:
     return json.loads(line[13:]) if line else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
 
 
+def run_order(variants: str, repeat_variants: str, repeat: int) -> list[str]:
+    """Each of ``variants`` once, then those also in ``repeat_variants`` ``repeat - 1`` more times.
+    The machine's speed drifts (a shared VM: +-10 % between minutes, measured), so the repeated
+    variants run again after the others and their runs are pooled (:func:`combine`)."""
+    order = variants.split(",")
+    return order + [v for _ in range(repeat - 1) for v in repeat_variants.split(",") if v in order]
+
+
 def combine(rs: list[dict]) -> dict:
     """Several runs of one variant -> one row: summed tokens and seconds (so tokens/s is the pooled
     rate), mean peak RSS, the first run's losses, and each run's tokens/s for the record."""
@@ -388,11 +396,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="airoad-bench-"))
     data = prepare_data(a.data, a.examples, work)
     runs: dict[str, list[dict]] = {}
-    # The machine's speed drifts (a shared VM: +-10 % between minutes, measured), so the variants
-    # named in --repeat_variants run again after the others and their runs are averaged.
-    order = a.variants.split(",")
-    order += [v for _ in range(a.repeat - 1) for v in a.repeat_variants.split(",") if v in order]
-    for v in order:
+    for v in run_order(a.variants, a.repeat_variants, a.repeat):
         t0 = time.time()
         res = run_variant(v, data)
         runs.setdefault(v, []).append(res)

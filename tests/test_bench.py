@@ -46,8 +46,8 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
         "2",
         "--variants",
         "trl,trl_bf16,lora,lora_kl_cache",
-        "--repeat_variants",
-        "lora",
+        "--repeat",
+        "1",  # a repeat is one more worker process: pooling is tested on its own below
         "--out",
         str(out),
     ]
@@ -75,8 +75,43 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
 
     assert table["lora"][-1].strip() == ("bf16" if cpu_has_bf16() else "fp32")  # dtype auto's pick
     assert "CPU: " in text and "flags: " in text
-    assert table["lora"][0].strip() == "2 x 2"  # repeated: two runs of 2 steps, pooled
+    assert table["lora"][0].strip() == "2"
     assert table["lora_kl_cache"][0].strip() == "4"
     for name in ("trl", "trl_bf16", "lora", "lora_kl_cache"):
         tps = float(table[name][1].split()[0])
         assert tps > 0 and float(table[name][3]) > 0  # tokens/s, peak RSS
+
+
+def bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "bench/bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_repeated_variants_run_after_the_others_and_their_runs_are_pooled():
+    bench = bench_module()
+    assert bench.run_order("trl,lora,lora_kl_cache", "lora,absent", 3) == [
+        "trl", "lora", "lora_kl_cache", "lora", "lora",
+    ]  # fmt: skip
+    assert bench.run_order("trl,lora", "lora", 1) == ["trl", "lora"]
+    run = {
+        "tokens": 100,
+        "train_s": 10.0,
+        "steps": 2,
+        "peak_rss_gb": 1.0,
+        "losses": [2.0, 1.5],
+        "precision": "fp32",
+    }
+    slow = {**run, "tokens": 100, "train_s": 40.0, "peak_rss_gb": 3.0, "losses": [9.0, 9.0]}
+    pooled = bench.combine([run, {"error": "killed"}, slow])
+    # tokens/s pooled over the runs (200 tokens in 50 s), not the mean of 10 and 2.5
+    assert (pooled["tokens"], pooled["train_s"]) == (200, 50.0) and pooled["runs_tps"] == [10.0, 2.5]
+    assert pooled["peak_rss_gb"] == 2.0 and pooled["losses"] == [2.0, 1.5]  # the first run's losses
+    assert pooled["train_s_per_step"] == 12.5
+    table = bench.table({"trl": {**run, "tokens": 50}, "lora": pooled})
+    lora = next(line for line in table.splitlines() if line.startswith("| lora |")).split("|")
+    assert lora[2].strip() == "2 x 2" and lora[3].strip() == "4.0 (10.0, 2.5)" and lora[4].strip() == "0.80"
+    assert bench.combine([{"error": "a"}, {"error": "b"}]) == {"error": "a"}

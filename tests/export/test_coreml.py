@@ -171,15 +171,25 @@ def test_tokenizer_dir_loads_and_keeps_the_chat_template_in_its_config(fp16_expo
     assert tok("Hello world")["input_ids"] == qwen_tokenizer("Hello world")["input_ids"]
 
 
-def test_int4_and_int8_packages_are_smaller_and_keep_the_spec(dora_run, tmp_path):
-    sizes = {}
+@pytest.fixture(scope="module")
+def quant_exports(dora_run, tmp_path_factory) -> dict[str, tuple[Path, int, str]]:
+    """`airoad export coreml` of a DoRA run at one context, fp16, int8 and int4: quant -> (out dir,
+    exit status, stdout). One conversion per precision, read by the size and the report tests."""
+    exports = {}
     for quant in ("fp16", "int8", "int4"):
-        out = tmp_path / quant
+        out = tmp_path_factory.mktemp("quant") / quant
         rc, printed = run_cli(
             # a random tiny model's near-ties fail the compression check (see the int4 refusal test)
             *("--adapters", str(dora_run), "--out", str(out), "--context", "64", "--quant", quant),
             *("--min_argmax_agreement", "0"),
         )
+        exports[quant] = (out, rc, printed)
+    return exports
+
+
+def test_int4_and_int8_packages_are_smaller_and_keep_the_spec(quant_exports):
+    sizes = {}
+    for quant, (out, rc, printed) in quant_exports.items():
         assert rc == 0, printed
         spec = coreml_pack.read_spec(out / "model.mlpackage")
         assert coreml_pack.spec_problems(spec, {64: (2, 1, 2, 64, 8)}, layers=2) == []
@@ -288,10 +298,8 @@ def test_simulated_rounding_equals_coremltools_own(quant):
     assert (ours[3] == 0).all() and not torch.equal(ours, w16)
 
 
-def test_int_exports_report_the_compression_check(dora_run, tmp_path):
-    out = tmp_path / "i8"
-    rc, printed = run_cli("--adapters", str(dora_run), "--out", str(out), "--context", "64", "--quant", "int8",
-                          "--min_argmax_agreement", "0")  # fmt: skip
+def test_int_exports_report_the_compression_check(quant_exports):
+    out, rc, printed = quant_exports["int8"]
     assert rc == 0 and "int8 weights (coremltools' rounding, simulated in torch)" in printed, printed
     check = json.loads((out / "export_info.json").read_text())["compression_check"]
     assert check["positions"] > 100 and 0 < check["max_abs_dlogit"] and check["argmax_agreement"] <= 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,13 +191,22 @@ def trained_positions(tokenizer, *files) -> int:
     return n
 
 
+@pytest.fixture(scope="module")
+def plain_run(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(run dir, its data): the anchors' twin without anchors, trained once for both cache modes."""
+    root = tmp_path_factory.mktemp("plain")
+    data = write_jsonl(root / "train.jsonl", CHAT_ROWS * 3)
+    out, _ = train(cfg_for(tiny_model_dir, data, root / "plain"), printer=lambda *_: None)
+    return out, data
+
+
 @pytest.mark.parametrize("cache", ["off", "on"])
 def test_anchors_hold_the_tune_near_its_base_and_are_recorded(
-    tiny_model_dir, qwen_tokenizer, chat_file, tmp_path, cache
+    tiny_model_dir, qwen_tokenizer, plain_run, tmp_path, cache
 ):
     anchors = write_jsonl(tmp_path / "anchors.jsonl", ANCHOR_ROWS * 9)
     quiet = lambda *_: None  # noqa: E731
-    plain, _ = train(cfg_for(tiny_model_dir, chat_file, tmp_path / "plain"), printer=quiet)
+    plain, chat_file = plain_run
     held, _ = train(
         cfg_for(
             tiny_model_dir, chat_file, tmp_path / "held", "--kl_anchor_path", str(anchors),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import BF16, FP32, cfg_for, needs_bf16
+from conftest import BF16, CHAT_ROWS, FP32, cfg_for, needs_bf16, write_jsonl
 
 from airoad.sft.run import train
 from airoad.sft.trainer import Collator, ExampleDataset
@@ -92,9 +92,9 @@ def test_packing_keeps_examples_apart(qwen_tokenizer):
     assert b["shift_labels"].tolist() == [[2, 3, -100, 5, -100]]
 
 
-def test_teacher_cache_full_vocab_matches_online_kl(
-    tiny_model_dir, chat_file, tmp_path, qwen_tokenizer, device
-):
+def test_teacher_cache_full_vocab_matches_online_kl(tiny_model_dir, tmp_path, qwen_tokenizer, device):
+    # 4 conversations, not 12: a full-vocabulary cache is 151,936 entries per position
+    chat_file = write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS)
     common = (
         "--device",
         device,
@@ -132,12 +132,13 @@ def test_teacher_cache_full_vocab_matches_online_kl(
     assert json.loads((out_b / "run_info.json").read_text())["teacher_cache"]["reused"] is False
 
 
-def test_teacher_cache_is_reused_across_runs_and_epochs(tiny_model_dir, chat_file, tmp_path, device):
+def test_teacher_cache_is_reused_across_runs_and_epochs(tiny_model_dir, tmp_path, device):
+    chat_file = write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS)
     common = (
         "--device",
         device,
         "--max_steps",
-        "12",
+        "4",
         "--kl_lambda",
         "1.0",
         "--kl_topk",
@@ -150,7 +151,7 @@ def test_teacher_cache_is_reused_across_runs_and_epochs(tiny_model_dir, chat_fil
     out_b, _ = train(cfg_for(tiny_model_dir, chat_file, tmp_path / "b", *common), printer=lines.append)
     assert any(
         x.startswith("teacher cache: built") for x in lines
-    )  # auto: 12 steps x 2 / 12 examples = 2 passes
+    )  # auto: 4 steps x 2 accum x batch >= 1 / 4 examples >= 2 passes
     assert any(x.startswith("teacher cache: reused") for x in lines)
     a = json.loads((out_a / "train_log.json").read_text())
     b = json.loads((out_b / "train_log.json").read_text())
