@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,46 @@ def _source(model: ModelSource | str, key: str) -> ModelSource:
     return model if isinstance(model, ModelSource) else resolve_model(model, key)
 
 
+# One parse per tokenizer directory per process: transformers parses Qwen2.5's 11 MB tokenizer.json
+# in Python (~1 s on a 2-core CPU), and one command can read the same base's tokenizer up to three
+# times (a probe: train, then both sides of compare). Keyed by the directory and each file's size
+# and mtime, so an edited tokenizer is read again; callers share the object, which airoad never
+# changes after load_tokenizer (a caller that needs other settings copies it first).
+_TOKENIZERS: OrderedDict[tuple, Any] = OrderedDict()
+_TOKENIZERS_KEPT = 4
+
+
+def _tokenizer_key(path: str, trust_remote_code: bool) -> tuple | None:
+    """The cache key of a local tokenizer directory, or None (not a directory, or unreadable)."""
+    try:
+        with os.scandir(path) as entries:
+            files = sorted(
+                (e.name, st.st_size, st.st_mtime_ns) for e in entries if e.is_file() and (st := e.stat())
+            )
+        return (str(Path(path).resolve()), trust_remote_code, tuple(files))
+    except OSError:
+        return None
+
+
 def load_tokenizer(model: ModelSource | str, trust_remote_code: bool = False, key: str = "base_model") -> Any:
-    """A fast tokenizer with a chat template and a pad token (eos when the model has none)."""
+    """A fast tokenizer with a chat template and a pad token (eos when the model has none).
+    Shared: a directory already read in this process, unchanged since, gives the same object."""
+    src = _source(model, key)
+    cache_key = _tokenizer_key(src.path, trust_remote_code)
+    if cache_key is not None and cache_key in _TOKENIZERS:
+        _TOKENIZERS.move_to_end(cache_key)
+        return _TOKENIZERS[cache_key]
+    tok = _read_tokenizer(src, trust_remote_code, key)
+    if cache_key is not None:
+        _TOKENIZERS[cache_key] = tok
+        while len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+            _TOKENIZERS.popitem(last=False)
+    return tok
+
+
+def _read_tokenizer(src: ModelSource, trust_remote_code: bool, key: str) -> Any:
     from transformers import AutoTokenizer
 
-    src = _source(model, key)
     try:
         tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
