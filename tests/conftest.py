@@ -62,6 +62,37 @@ def bf16_native() -> bool:
     return _bf16_units()
 
 
+# The files that take longest, longest first (`pytest --durations=0`, summed per file, 2 cores):
+# pytest-xdist hands whole files to its workers as they free up (`--dist loadfile
+# --no-loadscope-reorder` in pyproject.toml), so a long file handed out last would leave the other
+# core idle at the end. The rest keep their collection order. A stale list costs time, not tests.
+LONGEST_FIRST = (
+    "export/test_gguf.py",
+    "pref/test_pref.py",
+    "infer/test_merge_compare_eval.py",
+    "export/test_coreml.py",
+    "core/run/test_resume_and_signals.py",
+    "test_bench.py",
+    "sft/test_kl_anchor.py",
+    "sft/test_train.py",
+    "core/run/test_ddp.py",
+    "sft/test_packing_and_teacher_cache.py",
+    "core/run/test_fsdp.py",
+    "core/base/test_outputs.py",
+    "probe/test_probe.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    tests = Path(__file__).parent
+
+    def file_rank(item) -> int:
+        return rank.get(Path(item.fspath).relative_to(tests).as_posix(), len(rank))
+
+    items.sort(key=file_rank)  # stable: each file keeps its own order
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("needs_bf16") and not bf16_native():
         pytest.skip("this CPU has no bf16 units (avx512_bf16 / amx_bf16): no run trains in bf16 here")

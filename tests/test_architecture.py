@@ -222,3 +222,11 @@ def test_the_command_rule_maps_every_name_to_its_module():
                 continue
             module = __import__(module_name(words), fromlist=["COMMAND"])
             assert module.COMMAND.summary == table(group)[name]
+
+
+def test_the_suites_longest_first_list_names_test_files_that_exist():
+    from conftest import LONGEST_FIRST
+
+    tests = Path(__file__).parent
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
+    assert [name for name in LONGEST_FIRST if not (tests / name).is_file()] == []
