@@ -10,6 +10,7 @@ take the ``device`` fixture on the GPU (bench/gpu_check.py does); tests that tra
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,14 @@ LONGEST_FIRST = (
     "core/base/test_outputs.py",
     "probe/test_probe.py",
 )
+
+
+def pytest_collection_finish(session):
+    # Every test module is imported now, torch, transformers and peft with them: ~1M long-lived
+    # objects that each gc.collect() would walk again (0.2 s a call; accelerate calls it in every
+    # Trainer.train, ~100 times a session). Frozen, the collector skips them; what tests create
+    # later is collected as usual.
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
