@@ -52,18 +52,22 @@ SKIP_REASONS = {
 @dataclass
 class SliceConfig:
     infile: str | None = opt(
-        None, "Input JSONL (ChatML and/or Alpaca rows), validated as for training.", io="input"
+        None,
+        "Input JSONL (ChatML and/or Alpaca rows), validated as for training.",
+        io="input",
+        required="the JSONL file to slice",
     )
-    out: str | None = opt(None, "Output ChatML JSONL to write (rewritten conversations only).", io="out_file")
+    out: str | None = opt(
+        None,
+        "Output ChatML JSONL to write (rewritten conversations only).",
+        io="out_file",
+        required="the JSONL file to write",
+    )
     limit: int = opt(
         60, "Rewritten conversations to pick (seeded random subset, file order kept; 0 = all).", min=0
     )
     seed: int = seed_opt(42, "Seed for the pick: the same seed gives a byte-identical file.")
     overwrite: bool = opt(False, "Replace --out if it exists.")
-
-    def validate(self) -> list[str]:
-        missing = [] if self.infile else ["--infile is required; give the JSONL file to slice"]
-        return missing + ([] if self.out is not None else ["--out is required; give the JSONL file to write"])
 
 
 @dataclass

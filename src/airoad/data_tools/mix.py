@@ -34,19 +34,17 @@ class MixConfig:
         [],
         "Input JSONL files as PATH:WEIGHT (weight > 0, integer or fractional; PATH alone = weight 1).",
         metavar="PATH:WEIGHT",
+        required="one or more PATH:WEIGHT, e.g. a.jsonl:3 b.jsonl:1",
     )
-    out: str | None = opt(None, "Output ChatML JSONL to write.", io="out_file")
+    out: str | None = opt(
+        None, "Output ChatML JSONL to write.", io="out_file", required="the JSONL file to write"
+    )
     shuffle: bool = opt(False, "Shuffle the mixed rows (seeded by --seed).")
     seed: int = seed_opt(42, "Seed for fractional-weight samples and the shuffle: same seed, same bytes.")
     dedupe: bool = opt(
         False, "Drop conversations equal to an earlier one (whitespace-normalised), before weighting."
     )
     overwrite: bool = opt(False, "Replace --out if it exists.")
-
-    def validate(self) -> list[str]:
-        need = "--inputs is required; give one or more PATH:WEIGHT, e.g. a.jsonl:3 b.jsonl:1"
-        missing = [] if self.inputs else [need]
-        return missing + ([] if self.out is not None else ["--out is required; give the JSONL file to write"])
 
 
 @dataclass

@@ -24,7 +24,9 @@ from airoad.data_tools.neg_guard_bank import PAIRS
 
 @dataclass
 class NegGuardConfig:
-    out: str | None = opt(None, "Output ChatML JSONL to write.", io="out_file")
+    out: str | None = opt(
+        None, "Output ChatML JSONL to write.", io="out_file", required="the JSONL file to write"
+    )
     n: int = opt(40, f"Rows to draw (distinct prompts; at most {len(PAIRS)}).", min=1)
     banned: str | None = opt(
         None,
@@ -33,9 +35,6 @@ class NegGuardConfig:
     )
     seed: int = seed_opt(42, "Seed for which pairs are drawn and their order.")
     overwrite: bool = opt(False, "Replace --out if it exists.")
-
-    def validate(self) -> list[str]:
-        return [] if self.out is not None else ["--out is required; give the JSONL file to write"]
 
 
 def clean_pairs(banned: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -33,7 +33,10 @@ class ExportKeys:
         io="base",
     )
     out: str | None = opt(
-        None, "Directory to write (the export and export_info.json). Required.", io="out_dir"
+        None,
+        "Directory to write (the export and export_info.json).",
+        io="out_dir",
+        required="the directory to write the export into",
     )
     name: str = opt("model", "File name stem of the export (e.g. model -> model-q8_0.gguf, model.mlpackage).")
     overwrite: bool = opt(False, "Replace a non-empty --out that the same export wrote (swapped out whole).")
@@ -46,9 +49,7 @@ class ExportKeys:
     )
 
     def validate(self) -> list[str]:
-        problems = (
-            [] if self.out is not None else ["--out is required; give the directory to write the export into"]
-        )
+        problems = []
         if not self.adapters and not self.base:
             problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
         return problems + file_name_problems("--name", self.name, NAME_SUFFIX)

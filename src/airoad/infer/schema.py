@@ -25,9 +25,16 @@ ADAPTERS_HELP = (
 
 @dataclass
 class MergeConfig:
-    adapters: str | None = opt(None, ADAPTERS_HELP + " Required.", io="adapters")
+    adapters: str | None = opt(
+        None, ADAPTERS_HELP, io="adapters", required="the run's output_dir (or a PEFT adapter dir)"
+    )
     base: str | None = opt(None, BASE_HELP, io="base")
-    out: str | None = opt(None, "Directory for the merged checkpoint. Required.", io="out_dir")
+    out: str | None = opt(
+        None,
+        "Directory for the merged checkpoint.",
+        io="out_dir",
+        required="the directory for the merged checkpoint",
+    )
     overwrite: bool = opt(False, "Replace a non-empty --out (the old checkpoint is swapped out whole).")
     dtype: str = opt(
         "auto",
@@ -44,14 +51,6 @@ class MergeConfig:
         gt=0,
     )
     trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
-
-    def validate(self) -> list[str]:
-        problems = []
-        if not self.adapters:
-            problems.append("--adapters is required; give the run's output_dir (or a PEFT adapter dir)")
-        if self.out is None:
-            problems.append("--out is required; give the directory for the merged checkpoint")
-        return problems
 
 
 @dataclass
@@ -132,6 +131,7 @@ class PairsConfig(Generation):
         None,
         "SFT JSONL (ChatML and/or Alpaca rows, validated as for training): prompts and chosen answers.",
         io="input",
+        required="the SFT JSONL to pair",
     )
     base: str | None = opt(
         None, BASE_HELP + " Alone (no --adapters): the base model writes the rejected answers.", io="base"
@@ -139,7 +139,12 @@ class PairsConfig(Generation):
     adapters: str | None = opt(
         None, ADAPTERS_HELP + " The tuned model writes the rejected answers.", io="adapters"
     )
-    out: str | None = opt(None, "Output JSONL of preference pairs (prompt, chosen, rejected).", io="out_file")
+    out: str | None = opt(
+        None,
+        "Output JSONL of preference pairs (prompt, chosen, rejected).",
+        io="out_file",
+        required="the JSONL file to write",
+    )
     n: int = opt(0, "Use a seeded random subset of this many conversations, in file order (0 = all).", min=0)
     reject_unless: str | None = opt(
         None,
@@ -155,8 +160,7 @@ class PairsConfig(Generation):
     overwrite: bool = opt(False, "Replace --out if it exists (never one of the inputs).")
 
     def validate(self) -> list[str]:
-        problems = [] if self.infile else ["--infile is required; give the SFT JSONL to pair"]
-        problems += [] if self.out is not None else ["--out is required; give the JSONL file to write"]
+        problems = []
         if not self.base and not self.adapters:
             problems.append("give --adapters (a run's output_dir) and/or --base (the model that answers)")
         return problems + regex_problems("--reject_unless", self.reject_unless)

@@ -27,6 +27,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,7 +62,9 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
     """Declare a config option: its default, its help text, and optional checks.
 
     checks: ``choices`` (sequence), ``min``/``max`` (inclusive), ``gt`` (exclusive lower bound); on a
-    list field they apply to every item. ``metavar`` names the value in --help. ``io`` declares a
+    list field they apply to every item. ``metavar`` names the value in --help. ``required``: what
+    to give when the option is missing (unset, None), e.g. "the JSONL file to write"; --help marks it
+    required and a run without it is refused with that text. ``io`` declares a
     path's role for the command runner (:data:`IO_ROLES`: an input file or dir, the base model, an
     adapter dir, an output file, a staged output dir, a training run's dir). A mutable default
     (a list) is copied for each instance.
@@ -88,6 +91,36 @@ def default_of(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return f.default
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """How --help shows a field's default, as a user would type it in a YAML file or on the
+    command line (no Python reprs): "required", "default: unset", true/false, a list space-joined."""
+    if "required" in f.metadata:
+        return "required"
+    value = default_of(f)
+    if value is None:
+        return "default: unset"
+    if isinstance(value, bool):
+        return f"default: {'true' if value else 'false'}"
+    if isinstance(value, list):
+        return f"default: {' '.join(map(str, value))}" if value else "default: none"
+    if value == "":
+        return 'default: ""'
+    return f"default: {value}"
+
+
+def missing_required(schema: type, values: dict[str, Any], given: Iterable[str] = ()) -> list[str]:
+    """One line per ``required`` option left unset. ``given``: keys the user set, whose bad values
+    (absent from ``values``) are reported as such, not as missing."""
+    refused = set(given) - set(values)
+    return [
+        f"--{f.name} is required; give {f.metadata['required']}"
+        for f in dataclasses.fields(schema)
+        if "required" in f.metadata
+        and f.name not in refused
+        and values.get(f.name, default_of(f)) in (None, [])
+    ]
 
 
 def closest(name: str, valid: list[str]) -> str | None:
@@ -272,7 +305,7 @@ def _build_parser(schema: type, prog: str, description: str) -> argparse.Argumen
             f"--{f.name}",
             default=argparse.SUPPRESS,
             # argparse %-formats help: a literal % (e.g. "~30% slower") must be doubled
-            help=f"{meta.get('help', '')}{extra} (default: {default_of(f)})".replace("%", "%%"),
+            help=f"{meta.get('help', '')}{extra} ({default_text(f)})".replace("%", "%%"),
             **shape,
         )
     return parser
@@ -303,6 +336,7 @@ def load_config(
         if key != "config":
             raw[key], sources[key] = value, f"--{key}"
     values = _checked_values(schema, raw, sources, problems)
+    problems += missing_required(schema, values, raw)
     if problems:
         raise ConfigError(problems)
     cfg = schema(**values)

@@ -195,4 +195,23 @@ def output_checks(
                 problems.append(f"{key} {path}: lies inside {owner}; choose another {flag}")
         else:
             problems += output_problems(flag, path, inputs, overwrite=overwrite, kind=kind, writer=writer)
+    return problems + outputs_overlap(outputs)
+
+
+def outputs_overlap(outputs: list[tuple[str, Path | None, str]]) -> list[str]:
+    """One line per output that is, or lies inside, an earlier output of the same command (two
+    files of one command would overwrite each other; these may not exist yet, so paths alone)."""
+    problems, seen = [], []
+    for flag, path, _ in outputs:
+        if path is None:
+            continue
+        here = Path(path).expanduser().resolve()
+        for other_flag, other in seen:
+            if here == other:
+                problems.append(f"{flag} {path}: is also {other_flag}; give each output its own path")
+            elif other in here.parents or here in other.parents:
+                problems.append(
+                    f"{flag} {path}: overlaps {other_flag} {other}; give each output its own path"
+                )
+        seen.append((flag, here))
     return problems

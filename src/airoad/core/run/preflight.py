@@ -51,6 +51,29 @@ def check_run(cfg: Any, per_invocation: frozenset[str]) -> Checked:
     return Checked(out=out, ckpt=ckpt, device=device, dtype=dtype)
 
 
+def data_notes(cfg: Any, sources: dict[str, str]) -> list[str]:
+    """Lines for a run whose training file is the user's own (given as a flag) while keys made for
+    another file came with it from a YAML: a dev file other than theirs, and a row subset. ``sources``:
+    where each value came from (:func:`airoad.core.base.options.load_config`)."""
+    if not sources.get("dataset_path", "").startswith("--"):
+        return []
+    notes = []
+    dev_from = sources.get("dev_path", "default")
+    if cfg.dev_path and not dev_from.startswith("--"):
+        notes.append(
+            f"note: dev_path {cfg.dev_path} ({dev_from}) is not your --dataset_path's dev set: dev loss, "
+            "early stopping and scores will measure that file; give --dev_path (airoad data split "
+            "writes one) or --dev_path '' for none"
+        )
+    subset_from = sources.get("ablate_examples", "default")
+    if getattr(cfg, "ablate_examples", 0) and not subset_from.startswith("--"):
+        notes.append(
+            f"note: ablate_examples {cfg.ablate_examples} ({subset_from}) trains on a seeded subset "
+            "of that many rows of your --dataset_path; --ablate_examples 0 uses every row"
+        )
+    return notes
+
+
 def open_model(cfg: Any) -> tuple[ModelSource, Any]:
     """Step 3: (the base model's source, its tokenizer)."""
     source = resolve_model(cfg.base_model)
