@@ -159,6 +159,8 @@ def test_modelfile_has_the_gguf_chatml_template_stops_and_the_run_system_prompt(
     lines = text.splitlines()
     assert lines[0] == "FROM ./model-f16.gguf"
     assert 'PARAMETER stop "<|im_end|>"' in lines and 'PARAMETER stop "<|endoftext|>"' in lines
+    # Ollama decodes as the tune was judged: greedy, no repetition penalty (its defaults sample)
+    assert "PARAMETER temperature 0" in lines and "PARAMETER repeat_penalty 1" in lines
     assert lines[-1] == f'SYSTEM """{SYSTEM}"""'
     template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
     for piece in (

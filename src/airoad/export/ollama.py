@@ -44,6 +44,16 @@ def template_default_system(tokenizer: Any) -> str | None:
     return text[len(head) : text.index("<|im_end|>")] or None
 
 
+# Decode as airoad compare, eval and probe do by default (greedy, no repetition penalty), so what
+# Ollama answers is what the tune was judged on; Ollama's own defaults sample (temperature 0.8,
+# top_p 0.9, top_k 40, repeat_penalty 1.1: docs.ollama.com "Modelfile", PARAMETER).
+SAMPLING = [
+    "# greedy, as airoad compare/eval/probe decode by default; raise temperature for varied answers",
+    "PARAMETER temperature 0",
+    "PARAMETER repeat_penalty 1",
+]
+
+
 def modelfile(gguf_name: str, system: str | None) -> str:
     """The Modelfile text for ``gguf_name`` (a file in the same directory) and ``system`` (None or
     "" writes no SYSTEM line). UserError for a system prompt Ollama's quoting cannot hold."""
@@ -53,6 +63,7 @@ def modelfile(gguf_name: str, system: str | None) -> str:
         )
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{CHATML_TEMPLATE}"""']
     lines += [f'PARAMETER stop "{s}"' for s in STOPS]
+    lines += SAMPLING
     if system:
         lines.append(f'SYSTEM """{system}"""')
     return "\n".join(lines) + "\n"

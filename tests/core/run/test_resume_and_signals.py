@@ -468,6 +468,16 @@ def test_auto_device_order_and_fp32_on_cpus_without_bf16(monkeypatch):
         monkeypatch.setattr(devices, "cpu_has_bf16", lambda b=has_bf16: b)
         assert devices.pick_dtype("cpu", "auto") == expected
     assert devices.pick_dtype("cpu", "float32") == torch.float32  # an explicit choice wins
+    assert devices.pick_dtype("mps", "auto") == torch.float32  # MPS trains in fp32 unless told
+
+
+def test_float16_training_on_mps_is_refused_with_the_fix():
+    from airoad.core.model import devices
+
+    with pytest.raises(devices.DeviceError, match="float16 training is not supported on MPS.*--dtype float32"):
+        devices.check_training_dtype("mps", torch.float16)
+    for device, dtype in (("mps", torch.float32), ("cuda", torch.float16), ("cpu", torch.bfloat16)):
+        devices.check_training_dtype(device, dtype)  # no error
 
 
 # --- atomic writes --------------------------------------------------------------------------

@@ -72,6 +72,15 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
     return dtype
 
 
+def check_training_dtype(device: str, dtype: torch.dtype) -> None:
+    """Training in float16 needs loss scaling, which PyTorch's GradScaler gives on CUDA only: on
+    MPS (as on CPU) fp16 gradients of small LoRA updates underflow to zero. DeviceError there."""
+    if device == "mps" and dtype == torch.float16:
+        raise DeviceError(
+            "dtype: float16 training is not supported on MPS (no loss scaling there); use --dtype float32 (or auto)"
+        )
+
+
 def require_cuda_package(key: str, needs: str, device: str, module: str, pip_name: str) -> None:
     """DeviceError (one line naming ``key`` and how to turn it off) unless the run is on CUDA and
     ``module`` is importable; called before any data or weights load."""

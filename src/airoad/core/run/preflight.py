@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from airoad.core.data.chat_data import LoadStats
-from airoad.core.model.devices import check_4bit, check_liger, pick_device, pick_dtype
+from airoad.core.model.devices import check_4bit, check_liger, check_training_dtype, pick_device, pick_dtype
 from airoad.core.model.loading import load_tokenizer
 from airoad.core.model.model_source import ModelSource, resolve_model
 from airoad.core.run.context import RunContext
@@ -43,6 +43,7 @@ def check_run(cfg: Any, per_invocation: frozenset[str]) -> Checked:
     out, ckpt = check_output_dir(cfg, per_invocation)
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
+    check_training_dtype(device, dtype)
     if cfg.load_in_4bit:
         check_4bit(device)
     if cfg.liger:
