@@ -36,7 +36,7 @@ PY
 [ -e "$W/sft/adapter_model.safetensors" ] || t airoad train --config configs/slm/qwen05b_lora_fast_plain.yaml \
   --base_model "$MODEL" --dataset_path "$W/sft128.jsonl" --dev_path "$W/dev16.jsonl" --ablate_examples 0 \
   --max_steps 32 --output_dir "$W/sft" --max_minutes 15 --lora_dropout 0.05
-[ -e "$W/pairs.jsonl" ] || t airoad data pairs --infile "$W/pairs_src.jsonl" --adapters "$W/sft" \
+[ -e "$W/pairs.jsonl" ] || t airoad data pairs --dataset_path "$W/pairs_src.jsonl" --adapters "$W/sft" \
   --out "$W/pairs.jsonl" --reject_unless "$EXPECT" --max_new_tokens 256 --batch_size 16
 [ -e "$W/dpo/adapter_model.safetensors" ] || t airoad pref --config configs/pref/qwen05b_dpo.yaml \
   --init_adapter "$W/sft" --dataset_path "$W/pairs.jsonl" --output_dir "$W/dpo" --max_minutes 15

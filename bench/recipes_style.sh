@@ -10,7 +10,7 @@ W=${1:-/tmp/airoad_style}
 CONFIG=${CONFIG:-configs/slm/qwen05b_lora_fast_plain.yaml}
 mkdir -p "$W"
 t() { local s=$SECONDS; "$@"; echo "TIME $(( SECONDS - s ))s: $*" | cut -c1-200 | tee -a "$W/times.txt"; }
-[ -e "$W/md.jsonl" ] || airoad data markdown-slice --infile data/sft/example_train.jsonl --out "$W/md.jsonl" --limit 60 --seed 42
+[ -e "$W/md.jsonl" ] || airoad data markdown-slice --dataset_path data/sft/example_train.jsonl --out "$W/md.jsonl" --limit 60 --seed 42
 [ -e "$W/neg.jsonl" ] || airoad data neg-guard --out "$W/neg.jsonl" --n 40 --seed 42
 [ -e "$W/mix.jsonl" ] || airoad data mix --inputs "$W/md.jsonl:3" "$W/neg.jsonl:1" data/sft/example_train.jsonl:1 \
   --out "$W/mix.jsonl" --shuffle --seed 42 --dedupe

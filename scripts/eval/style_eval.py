@@ -1,6 +1,6 @@
 """Seed path for `airoad eval` (same flags).
 
-python scripts/eval/style_eval.py --base Qwen/Qwen2.5-0.5B-Instruct --adapters outputs/qwen05b_fast_plain --prompts data/sft/example_train.jsonl --n 60 --out outputs/style.json
+python scripts/eval/style_eval.py --base_model Qwen/Qwen2.5-0.5B-Instruct --adapters outputs/qwen05b_fast_plain --prompts data/sft/example_train.jsonl --n 60 --out outputs/style.json
 """
 
 import sys

@@ -1,6 +1,6 @@
-"""Seed path for `airoad merge` (same flags; --base may be omitted: it is read from the run's saved config).
+"""Seed path for `airoad merge` (same flags; --base_model may be omitted: it is read from the run's saved config).
 
-python scripts/slm/qwen05b_lora_merge.py --base Qwen/Qwen2.5-0.5B-Instruct --adapters outputs/qwen05b_fast_plain --out checkpoints/x_merged
+python scripts/slm/qwen05b_lora_merge.py --base_model Qwen/Qwen2.5-0.5B-Instruct --adapters outputs/qwen05b_fast_plain --out checkpoints/x_merged
 """
 
 import sys

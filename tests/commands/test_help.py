@@ -22,7 +22,14 @@ def every_command() -> list[list[str]]:
     return words
 
 
-PYTHON_REPRS = ("default: None", "default: []", "default: ['", "default: True", "default: False", "default: {")
+PYTHON_REPRS = (
+    "default: None",
+    "default: []",
+    "default: ['",
+    "default: True",
+    "default: False",
+    "default: {",
+)
 
 
 @pytest.mark.parametrize("words", every_command(), ids=" ".join)
@@ -61,3 +68,51 @@ def test_missing_required_options_are_reported_together_with_other_mistakes(caps
     assert any("--bogus" in line for line in err) and any("--dev_fraction" in line for line in err)
     for key in ("dataset_path", "train_out", "dev_out"):
         assert f"error: --{key} is required; give " in "\n".join(err)
+
+
+def schemas() -> list[tuple[str, type]]:
+    found = []
+    for words in every_command():
+        command = importlib.import_module(module_name(words)).COMMAND
+        if command.schema is not None:
+            found.append((" ".join(words), command.schema))
+    return found
+
+
+# Words a new option might be tempted to use for a concept that already has a name everywhere.
+SYNONYMS = {
+    "base_model": {"base", "model", "base_path", "model_path", "model_name"},
+    "dataset_path": {"infile", "input", "data", "data_path", "train_file", "dataset"},
+    "adapters": {"adapter", "adapter_path", "adapter_dir", "run_dir", "lora"},
+    "overwrite": {"force", "replace", "clobber"},
+}
+
+
+def test_one_name_per_concept_across_every_command():
+    from airoad.core.base.options import ALIASES
+
+    for name, schema in schemas():
+        fields = {f.name for f in dataclasses.fields(schema)}
+        assert not fields & set(ALIASES), (name, fields & set(ALIASES))  # old spellings are aliases only
+        for word, others in SYNONYMS.items():
+            assert not fields & others, (name, word, fields & others)
+    assert set(ALIASES.values()) <= set(SYNONYMS)
+
+
+def test_old_spellings_still_work_and_name_the_new_one(tmp_path, capsys):
+    from airoad.core.base.options import load_config
+    from airoad.infer.schema import MergeConfig
+
+    cfg, sources = load_config(MergeConfig, ["--base", "m", "--adapters", "a", "--out", "o"])
+    assert cfg.base_model == "m" and sources["base_model"] == "--base"
+    y = tmp_path / "merge.yaml"
+    y.write_text("base: m2\nadapters: a\nout: o\n")
+    cfg, sources = load_config(MergeConfig, ["--config", str(y)])
+    assert cfg.base_model == "m2"
+    y.write_text("base: m2\nbase_model: m3\nadapters: a\nout: o\n")  # both: the old one is unknown
+    with pytest.raises(Exception, match="unknown key `base`; did you mean `base_model`"):
+        load_config(MergeConfig, ["--config", str(y)])
+    # through the CLI: a note on stderr, once, naming the name to use
+    assert cli(["data", "stats", "--infile", str(tmp_path / "nope.jsonl"), "--base_model", "none"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "note: --infile is now --dataset_path (both work)" and len(err) == 2

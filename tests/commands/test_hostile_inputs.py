@@ -31,7 +31,10 @@ def one_error(capsys) -> str:
         (["train", "--learning_rate", "inf"], "--learning_rate = inf must be a finite number"),
         (["train", "--seed", "-1"], "--seed = -1 must be >= 0"),
         (["train", "--seed", "99999999999999999999"], "--seed = 99999999999999999999 is out of range"),
-        (["eval", "--base", "x", "--temperature", "nan"], "--temperature = nan must be a finite number"),
+        (
+            ["eval", "--base_model", "x", "--temperature", "nan"],
+            "--temperature = nan must be a finite number",
+        ),
         (["data", "neg-guard", "--out", "o.jsonl", "--seed", "4294967296"], "--seed = 4294967296 must be <="),
     ],
 )
@@ -255,7 +258,7 @@ def test_markdown_slice_is_linear_in_the_answer_length(tmp_path, capsys):
             [
                 "data",
                 "markdown-slice",
-                "--infile",
+                "--dataset_path",
                 str(src),
                 "--out",
                 str(tmp_path / "md.jsonl"),

@@ -278,7 +278,7 @@ def rewritable_lines(path: Path) -> list[int]:
 
 
 def slice_of(capsys, src: Path, out: Path, *extra: str) -> tuple[list[dict], str]:
-    rc, printed, err = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(out), *extra)
+    rc, printed, err = run(capsys, "markdown-slice", "--dataset_path", str(src), "--out", str(out), *extra)
     assert rc == 0, err
     return lines_of(out), printed
 
@@ -363,7 +363,7 @@ def test_slice_with_nothing_to_rewrite_is_one_error_line(tmp_path, capsys):
         tmp_path / "in.jsonl", [chat("List two fruits.", "- apple\n- pear"), chat("Hi?", "Hello.")]
     )
     out = tmp_path / "out.jsonl"
-    rc, _, err = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(out))
+    rc, _, err = run(capsys, "markdown-slice", "--dataset_path", str(src), "--out", str(out))
     assert rc == 2 and not out.exists() and "Traceback" not in err
     assert err.count("\n") == 1 and "no final answer can be rewritten" in err
     assert "1 already structured, 1 too short" in err
@@ -373,11 +373,11 @@ def test_slice_refuses_existing_out_and_bad_rows(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [chat("q?", "a."), '{"messages": [}', {"text": "x"}])
     out = tmp_path / "out.jsonl"
     out.write_text("keep me\n")
-    rc, _, err = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(out))
+    rc, _, err = run(capsys, "markdown-slice", "--dataset_path", str(src), "--out", str(out))
     assert rc == 2 and out.read_text() == "keep me\n"
     assert "--out" in err and "--overwrite" in err  # every problem at once
     assert f"{src}:2: invalid JSON" in err and f"{src}:3: neither ChatML" in err
-    rc, _, err = run(capsys, "markdown-slice", "--infile", str(src), "--out", str(src), "--overwrite")
+    rc, _, err = run(capsys, "markdown-slice", "--dataset_path", str(src), "--out", str(src), "--overwrite")
     assert rc == 2 and "is also an input" in err and src.read_text().count("\n") == 3
 
 
@@ -567,7 +567,7 @@ def test_stats_offline_without_tokenizer(tmp_path, capsys):
     assert s["messages_by_role"] == {"system": 3, "user": 15, "assistant": 15}
     assert s["turns"]["histogram"] == {"2": 9, "4": 3} and s["duplicates"] == 8
     assert s["tokens"] is None and s["note"].startswith("token stats skipped:") and "\n" not in s["note"]
-    rc, out, _ = run(capsys, "stats", "--infile", str(src), "--base_model", "none")
+    rc, out, _ = run(capsys, "stats", "--dataset_path", str(src), "--base_model", "none")
     assert rc == 0 and "12 rows (9 ChatML, 3 Alpaca)" in out and "8 rows repeat" in out
     assert out.strip().splitlines()[-1] == "note: token stats skipped (--base_model none)"
 
@@ -633,7 +633,7 @@ def test_missing_required_options_all_reported(capsys):
     ("script", "args", "rows"),
     [
         ("make_neg_guard.py", ["--n", "3"], 3),
-        ("build_markdown_slice.py", ["--infile", "data/sft/example_dev.jsonl", "--limit", "5"], 5),
+        ("build_markdown_slice.py", ["--dataset_path", "data/sft/example_dev.jsonl", "--limit", "5"], 5),
         ("pack_mix_chatml.py", ["--inputs", "data/sft/example_dev.jsonl:2", "--shuffle", "--dedupe"], 48),
     ],
 )

@@ -371,7 +371,7 @@ def test_compare_a_merged_checkpoint_alone_gives_the_tuned_answers(merged, lora_
     common = ["--max_new_tokens", "5", "--n", "3", "--system_prompt", "Be brief.", *CPU]
     both, alone = tmp_path / "both.json", tmp_path / "alone.json"
     assert cli(["compare", "--adapters", str(lora_run), *common, "--out", str(both)]) == 0
-    assert cli(["compare", "--base", str(merged["lora"]), *common, "--out", str(alone)]) == 0
+    assert cli(["compare", "--base_model", str(merged["lora"]), *common, "--out", str(alone)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.json", "both.json"]  # .json: no .md
     a, b = json.loads(alone.read_text()), json.loads(both.read_text())
     assert a["sides"] == ["base"] and a["adapters"] is None and "tuned" not in a["samples"][0]
@@ -404,7 +404,19 @@ def test_eval_report_has_every_key_both_sides_and_drift(lora_run, prompt_file, t
 def test_eval_of_a_model_alone_has_one_side_and_no_drift(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "style.json"
     assert (
-        cli(["eval", "--base", str(tiny_model_dir), "--n", "2", "--max_new_tokens", "3", "--out", str(out)])
+        cli(
+            [
+                "eval",
+                "--base_model",
+                str(tiny_model_dir),
+                "--n",
+                "2",
+                "--max_new_tokens",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
         == 0
     )
     r = json.loads(out.read_text())
@@ -475,7 +487,7 @@ def test_eval_expect_match_follows_re_search_on_each_answer(lora_run, prompt_fil
 
 
 def test_eval_bad_expect_regex_is_one_line(capsys):
-    assert cli(["eval", "--base", "x", "--expect", "(unclosed"]) == 2
+    assert cli(["eval", "--base_model", "x", "--expect", "(unclosed"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--expect '(unclosed': not a valid regular expression" in err[0]
 
@@ -534,7 +546,7 @@ def test_source_from_a_run_dir(lora_run, tiny_model_dir):
     )
     assert src.base_from.endswith("run_config.yaml") and src.adapter_kind == "LoRA r=16"
     other = resolve_source(str(tiny_model_dir) + "/", str(lora_run))
-    assert other.base_from == "--base" and other.notes and "overrides" in other.notes[0]
+    assert other.base_from == "--base_model" and other.notes and "overrides" in other.notes[0]
 
 
 def test_bad_adapter_dirs_are_one_line_errors(tmp_path, tiny_model_dir):
@@ -551,7 +563,7 @@ def test_bad_adapter_dirs_are_one_line_errors(tmp_path, tiny_model_dir):
         resolve_source(None, str(pickled))
     (pickled / "adapter_model.safetensors").write_bytes(b"")
     (pickled / "adapter_config.json").write_text("{}")
-    with pytest.raises(LoadError, match="names no base model .*; pass --base"):
+    with pytest.raises(LoadError, match="names no base model .*; pass --base_model"):
         resolve_source(None, str(pickled))
     with pytest.raises(LoadError, match="no such directory"):
         resolve_source(str(tmp_path / "nope"), str(pickled))
@@ -564,7 +576,7 @@ def test_bad_adapter_dirs_are_one_line_errors(tmp_path, tiny_model_dir):
         (["merge", "--adapters", "x"], "--out is required"),
         (["eval", "--adapters", "x", "--out", "style.txt"], "ending in .json"),
         (["compare", "--n", "2"], "give --adapters"),
-        (["compare", "--base", "/no/such/model"], "no such directory"),
+        (["compare", "--base_model", "/no/such/model"], "no such directory"),
     ],
 )
 def test_cli_user_errors_exit_2_with_one_line(argv, message, capsys):

@@ -79,7 +79,9 @@ def test_rows_are_prompt_before_the_last_answer_chosen_that_answer_rejected_the_
         | {"Say hi.": "Hi! Nice to meet you."}  # equals the chosen answer: dropped
     )
     out = tmp_path / "pairs.jsonl"
-    rc, printed, err = run(capsys, "--infile", str(src), "--base", str(fake_base), "--out", str(out))
+    rc, printed, err = run(
+        capsys, "--dataset_path", str(src), "--base_model", str(fake_base), "--out", str(out)
+    )
     assert rc == 0, err
     multi = CHAT_ROWS[1]["messages"]
     assert lines_of(out) == [
@@ -118,7 +120,9 @@ def test_identical_after_whitespace_normalisation_and_empty_answers_are_dropped(
     )
     scripted({"a?": " Two words.\n", "b?": "Same   text", "c?": "Keep!", "d?": " \n"})
     out = tmp_path / "pairs.jsonl"
-    rc, printed, _ = run(capsys, "--infile", str(src), "--base", str(fake_base), "--out", str(out))
+    rc, printed, _ = run(
+        capsys, "--dataset_path", str(src), "--base_model", str(fake_base), "--out", str(out)
+    )
     assert rc == 0
     assert [r["rejected"][0]["content"] for r in lines_of(out)] == ["Keep!"]  # case/punctuation count
     counts = printed_counts(printed)
@@ -142,7 +146,16 @@ def test_reject_unless_keeps_only_failures_and_always_keeps_banned_answers(
         }
     )
     out = tmp_path / "pairs.jsonl"
-    argv = ["--infile", str(src), "--base", str(fake_base), "--out", str(out), "--reject_unless", GSM]
+    argv = [
+        "--dataset_path",
+        str(src),
+        "--base_model",
+        str(fake_base),
+        "--out",
+        str(out),
+        "--reject_unless",
+        GSM,
+    ]
     rc, printed, _ = run(capsys, *argv)
     assert rc == 0
     assert [r["prompt"][-1]["content"] for r in lines_of(out)] == ["q1?", "q3?", "q4?"]
@@ -167,7 +180,16 @@ def test_a_bad_regex_is_one_error_line_before_anything_loads(
 
     monkeypatch.setattr(pairs, "model_answers", no_model)
     out = tmp_path / "pairs.jsonl"
-    argv = ["--infile", str(src), "--base", str(fake_base), "--out", str(out), "--reject_unless", pattern]
+    argv = [
+        "--dataset_path",
+        str(src),
+        "--base_model",
+        str(fake_base),
+        "--out",
+        str(out),
+        "--reject_unless",
+        pattern,
+    ]
     rc, _, err = run(capsys, *argv)
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1, err
@@ -179,14 +201,14 @@ def test_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, fake_ba
     src = write_jsonl(tmp_path / "sft.jsonl", CHAT_ROWS)
     before = src.read_bytes()
     scripted({})
-    rc, _, err = run(capsys, "--infile", str(src), "--base", str(fake_base), "--out", str(src))
-    assert rc == 2 and err.count("\n") == 1 and "--out" in err and "is also an input (--infile" in err
+    rc, _, err = run(capsys, "--dataset_path", str(src), "--base_model", str(fake_base), "--out", str(src))
+    assert rc == 2 and err.count("\n") == 1 and "--out" in err and "is also an input (--dataset_path" in err
     assert src.read_bytes() == before
     inside = fake_base / "pairs.jsonl"  # inside the model directory
-    rc, _, err = run(capsys, "--infile", str(src), "--base", str(fake_base), "--out", str(inside))
-    assert rc == 2 and "lies inside the input --base" in err and not inside.exists()
+    rc, _, err = run(capsys, "--dataset_path", str(src), "--base_model", str(fake_base), "--out", str(inside))
+    assert rc == 2 and "lies inside the input --base_model" in err and not inside.exists()
     out = write_jsonl(tmp_path / "old.jsonl", [{"x": 1}])
-    rc, _, err = run(capsys, "--infile", str(src), "--base", str(fake_base), "--out", str(out))
+    rc, _, err = run(capsys, "--dataset_path", str(src), "--base_model", str(fake_base), "--out", str(out))
     assert rc == 2 and "already exists; pass --overwrite" in err
 
 
@@ -195,13 +217,15 @@ def test_every_input_problem_is_reported_together_before_a_model_loads(tmp_path,
         tmp_path / "bad.jsonl", [chat("q?", "a."), {"messages": [{"role": "user", "content": "x"}]}]
     )
     scripted({})
-    rc, _, err = run(capsys, "--infile", str(bad), "--adapters", str(tmp_path / "nope"), "--out", str(bad))
+    rc, _, err = run(
+        capsys, "--dataset_path", str(bad), "--adapters", str(tmp_path / "nope"), "--out", str(bad)
+    )
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 3 and all(ln.startswith("error: ") for ln in lines)
     assert "is also an input" in lines[0] and f"{bad}:2: no assistant turn" in lines[1]
     assert "--adapters" in lines[2] and "no such directory" in lines[2]
     rc, _, err = run(capsys, "--out", str(tmp_path / "x.jsonl"))
-    assert rc == 2 and "--infile is required" in err and "give --adapters" in err
+    assert rc == 2 and "--dataset_path is required" in err and "give --adapters" in err
 
 
 def test_n_takes_the_seeded_subset_of_training_and_eval(tmp_path, fake_base, scripted, capsys):
@@ -209,7 +233,18 @@ def test_n_takes_the_seeded_subset_of_training_and_eval(tmp_path, fake_base, scr
     src = write_jsonl(tmp_path / "sft.jsonl", rows)
     scripted({f"q{i}?": f"wrong {i}" for i in range(20)})
     out = tmp_path / "pairs.jsonl"
-    argv = ["--infile", str(src), "--base", str(fake_base), "--out", str(out), "--n", "5", "--seed", "3"]
+    argv = [
+        "--dataset_path",
+        str(src),
+        "--base_model",
+        str(fake_base),
+        "--out",
+        str(out),
+        "--n",
+        "5",
+        "--seed",
+        "3",
+    ]
     rc, printed, _ = run(capsys, *argv)
     assert rc == 0
     expected = [r["messages"][0]["content"] for r in seeded_subset(rows, 5, 3)]
@@ -226,9 +261,9 @@ def test_help_lists_the_flags_and_imports_no_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 0, res.stderr
     for flag in (
-        "--infile",
+        "--dataset_path",
         "--adapters",
-        "--base",
+        "--base_model",
         "--reject_unless",
         "--n",
         "--temperature",
@@ -278,7 +313,7 @@ def test_rejected_is_the_tuned_models_own_greedy_answer(moved_adapter, untied_mo
 
     src = write_jsonl(tmp_path / "sft.jsonl", CHAT_ROWS)
     out = tmp_path / "pairs.jsonl"
-    argv = ["--infile", str(src), "--adapters", str(moved_adapter), "--out", str(out), *CPU]
+    argv = ["--dataset_path", str(src), "--adapters", str(moved_adapter), "--out", str(out), *CPU]
     rc, printed, err = run(capsys, *argv, "--max_new_tokens", "6", "--batch_size", "3")
     assert rc == 0, err
     rows = lines_of(out)
@@ -300,7 +335,15 @@ def test_rejected_is_the_tuned_models_own_greedy_answer(moved_adapter, untied_mo
 
 def test_same_seed_same_file_when_sampling(untied_model_dir, tmp_path, capsys):
     src = write_jsonl(tmp_path / "sft.jsonl", CHAT_ROWS * 3)
-    common = ["--infile", str(src), "--base", str(untied_model_dir), *CPU, "--max_new_tokens", "8"]
+    common = [
+        "--dataset_path",
+        str(src),
+        "--base_model",
+        str(untied_model_dir),
+        *CPU,
+        "--max_new_tokens",
+        "8",
+    ]
     common += ["--temperature", "1.0", "--n", "8", "--batch_size", "4"]
     files = {}
     for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):

@@ -1,4 +1,4 @@
-"""`airoad data markdown-slice --infile FILE --out FILE [--limit N]`"""
+"""`airoad data markdown-slice --dataset_path FILE --out FILE [--limit N]`"""
 
 from airoad.core.base.commands import Command
 from airoad.core.base.errors import problems_of
@@ -9,5 +9,5 @@ COMMAND = Command(
     SliceConfig,
     run,
     "seeded subset with plain answers rewritten into Markdown (heading, lists)",
-    check=lambda cfg: problems_of(read_rows, cfg.infile or ""),
+    check=lambda cfg: problems_of(read_rows, cfg.dataset_path or ""),
 )

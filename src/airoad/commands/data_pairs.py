@@ -1,4 +1,4 @@
-"""`airoad data pairs --infile FILE --adapters RUN_DIR --out FILE [--n N]`"""
+"""`airoad data pairs --dataset_path FILE --adapters RUN_DIR --out FILE [--n N]`"""
 
 from airoad.core.base.commands import Command
 from airoad.core.base.errors import problems_of
@@ -10,5 +10,5 @@ COMMAND = Command(
     PairsConfig,
     run,
     "preference pairs: the data's last answer chosen, the model's own answer rejected",
-    check=lambda cfg: problems_of(read_rows, cfg.infile or ""),
+    check=lambda cfg: problems_of(read_rows, cfg.dataset_path or ""),
 )

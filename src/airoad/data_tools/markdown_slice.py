@@ -1,6 +1,6 @@
 """`airoad data markdown-slice`: conversations whose final answers are rewritten into Markdown.
 
-    airoad data markdown-slice --infile data/sft/example_train.jsonl --out data/sft/x_md.jsonl --limit 60 [--seed 42]
+    airoad data markdown-slice --dataset_path data/sft/example_train.jsonl --out data/sft/x_md.jsonl --limit 60 [--seed 42]
 
 Contract:
 
@@ -51,7 +51,7 @@ SKIP_REASONS = {
 
 @dataclass
 class SliceConfig:
-    infile: str | None = opt(
+    dataset_path: str | None = opt(
         None,
         "Input JSONL (ChatML and/or Alpaca rows), validated as for training.",
         io="input",
@@ -94,11 +94,11 @@ def rewrite_last_answer(messages: list[dict[str, str]]) -> tuple[str, list[dict[
 def build_slice(cfg: SliceConfig) -> Slice:
     """The slice of ``cfg`` (see the module contract). Raises UserError for bad input rows or an
     input with nothing to rewrite (the core has checked --out)."""
-    rows = read_rows(cfg.infile or "")
+    rows = read_rows(cfg.dataset_path or "")
     skipped: Counter = Counter()
     candidates = []
     for n, row in rows:
-        kind, msgs = rewrite_last_answer(to_conversation(row, f"{cfg.infile}:{n}", None).messages)
+        kind, msgs = rewrite_last_answer(to_conversation(row, f"{cfg.dataset_path}:{n}", None).messages)
         if kind == REWRITTEN:
             candidates.append(chatml_row(msgs))
         else:
@@ -106,7 +106,7 @@ def build_slice(cfg: SliceConfig) -> Slice:
     if not candidates:
         why = ", ".join(f"{skipped[k]} {SKIP_REASONS[k].split(' (')[0]}" for k in SKIP_REASONS if skipped[k])
         raise UserError(
-            f"--infile {cfg.infile}: no final answer can be rewritten into Markdown ({why}); "
+            f"--dataset_path {cfg.dataset_path}: no final answer can be rewritten into Markdown ({why}); "
             "give a file with prose answers of three or more sentences"
         )
     # Seeded over the candidates only, so --limit counts rewritten rows; sorted, so file order stays.
@@ -119,7 +119,7 @@ def run(cfg: SliceConfig, inv: object = None) -> Slice:
     s = build_slice(cfg)
     write_jsonl(cfg.out, s.rows)
     print(
-        f"markdown-slice: {s.rewritable} of {s.total} conversations in {cfg.infile} can be rewritten into Markdown"
+        f"markdown-slice: {s.rewritable} of {s.total} conversations in {cfg.dataset_path} can be rewritten into Markdown"
     )
     for kind, why in SKIP_REASONS.items():
         print(f"  skipped {s.skipped[kind]:>4}  {why}")

@@ -33,7 +33,7 @@ from airoad.data_tools.common import conversation_key
 
 @dataclass
 class StatsConfig:
-    infile: str | None = opt(
+    dataset_path: str | None = opt(
         None, "JSONL file to describe (also accepted as the first positional argument).", io="input"
     )
     base_model: str | None = opt(
@@ -45,7 +45,7 @@ class StatsConfig:
     json: bool = opt(False, "Print the stats as one JSON object instead of text.")
 
     def validate(self) -> list[str]:
-        return [] if self.infile else ["no file given; run `airoad data stats FILE`"]
+        return [] if self.dataset_path else ["no file given; run `airoad data stats FILE`"]
 
 
 def percentiles(values: list[int]) -> dict[str, int]:
@@ -103,7 +103,7 @@ def token_stats(tok: Any, convs: list[Conversation], max_seq_len: int) -> dict[s
 
 def collect(cfg: StatsConfig) -> dict[str, Any]:
     """The stats dict (``tokens`` is None and ``note`` says why when no tokenizer could be used)."""
-    path = cfg.infile or ""
+    path = cfg.dataset_path or ""
     convs = [to_conversation(row, f"{path}:{n}", cfg.system_prompt) for n, row in read_rows(path)]
     out: dict[str, Any] = {"file": path, **text_stats(convs), "tokens": None, "note": None}
     if not cfg.base_model:
@@ -149,11 +149,11 @@ def render(s: dict[str, Any]) -> str:
 
 
 def positional_infile(argv: list[str]) -> list[str]:
-    """`airoad data stats FILE ...` means `--infile FILE ...`."""
-    return ["--infile", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
+    """`airoad data stats FILE ...` means `--dataset_path FILE ...`."""
+    return ["--dataset_path", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
 
 
 def run(cfg: StatsConfig, inv: Any = None) -> None:
-    """Print the stats of ``cfg.infile`` (text, or one JSON object with --json)."""
+    """Print the stats of ``cfg.dataset_path`` (text, or one JSON object with --json)."""
     stats = collect(cfg)
     print(json.dumps(stats, indent=2, ensure_ascii=False) if cfg.json else render(stats))

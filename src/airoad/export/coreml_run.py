@@ -47,7 +47,7 @@ def check_model(model: Any, contexts: list[int]) -> None:
     config = model.config
     if config.model_type not in ARCHITECTURES:
         raise UserError(
-            f"--base: model_type {config.model_type!r} is not supported by the Core ML export "
+            f"--base_model: model_type {config.model_type!r} is not supported by the Core ML export "
             f"({', '.join(ARCHITECTURES)}); export GGUF instead or merge onto a supported base"
         )
     limit = getattr(config, "max_position_embeddings", None)
@@ -167,7 +167,7 @@ def run(cfg: CoremlConfig, inv: Invocation) -> None:
 def export(cfg: CoremlConfig, printer: Callable[[str], None] = print, source: Source | None = None) -> Path:
     """Run the export (module docstring) of ``source`` (the CLI's runner resolved it and checked
     ``--out``; a Python caller without one gets ``cfg``'s resolved here); returns ``--out``."""
-    source = source or resolve_source(cfg.base, cfg.adapters)
+    source = source or resolve_source(cfg.base_model, cfg.adapters)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -5,8 +5,8 @@
 1. Before any weights load: ``--quant`` is one gguf-py writes (f16, bf16, q8_0; K-quants need
    llama.cpp's quantizer), the adapter dir is usable, and ``--out`` is empty or absent
    (``--overwrite true`` replaces one airoad wrote), not an input, not inside or around one.
-2. The base loads in float32 (``--base``, else the run's recorded base) and a LoRA or DoRA adapter
-   is merged in with PEFT ``merge_and_unload`` (:mod:`airoad.core.model.merging`); ``--base`` alone
+2. The base loads in float32 (``--base_model``, else the run's recorded base) and a LoRA or DoRA adapter
+   is merged in with PEFT ``merge_and_unload`` (:mod:`airoad.core.model.merging`); ``--base_model`` alone
    exports that (merged) checkpoint.
 3. :func:`airoad.export.gguf.write_gguf` writes ``NAME-QUANT.gguf`` into a staging dir beside ``--out``.
 4. Check: transformers reads the GGUF back (``from_pretrained(dir, gguf_file=...)``, which
@@ -97,7 +97,7 @@ def run(cfg: GgufConfig, inv: Invocation) -> None:
 def export(cfg: GgufConfig, printer: Callable[[str], None] = print, source: Source | None = None) -> Path:
     """Run the export (module docstring) of ``source`` (the CLI's runner resolved it and checked
     ``--out``; a Python caller without one gets ``cfg``'s resolved here); returns ``--out``."""
-    source = source or resolve_source(cfg.base, cfg.adapters)
+    source = source or resolve_source(cfg.base_model, cfg.adapters)
     from transformers.utils import logging as hf_logging
 
     from airoad.core.model.devices import pick_device

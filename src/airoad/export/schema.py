@@ -23,10 +23,10 @@ class ExportKeys:
     adapters: str | None = opt(
         None,
         "A run's output_dir or any PEFT adapter dir (LoRA or DoRA): merged into its base in memory. "
-        "Omit it to export a merged checkpoint given as --base.",
+        "Omit it to export a merged checkpoint given as --base_model.",
         io="adapters",
     )
-    base: str | None = opt(
+    base_model: str | None = opt(
         None,
         "Base model (hub id or local dir). With --adapters optional: read from the run's run_config.yaml "
         "(base_model), else adapter_config.json. Alone: the (merged) checkpoint to export.",
@@ -50,8 +50,8 @@ class ExportKeys:
 
     def validate(self) -> list[str]:
         problems = []
-        if not self.adapters and not self.base:
-            problems.append("give --adapters (a run's output_dir) or --base (a merged checkpoint)")
+        if not self.adapters and not self.base_model:
+            problems.append("give --adapters (a run's output_dir) or --base_model (a merged checkpoint)")
         return problems + file_name_problems("--name", self.name, NAME_SUFFIX)
 
 

@@ -1,7 +1,7 @@
 """`airoad compare`: base and tuned answers to the same prompts, side by side.
 
     airoad compare --adapters outputs/qwen05b_fast_plain [--prompts FILE] [--n N] [--out DIR]
-    airoad compare --base checkpoints/x_merged            # one column: sample a (merged) model
+    airoad compare --base_model checkpoints/x_merged            # one column: sample a (merged) model
 
 Prints each prompt with every side's answer. ``--out DIR`` writes DIR/compare.md and
 DIR/compare.json; ``--out FILE.md`` or ``--out FILE.json`` writes just that file. The JSON holds

@@ -5,7 +5,7 @@ path fails in a second with one line. :func:`load` then loads the base once and 
 ``PeftModel.from_pretrained`` (safetensors only); :meth:`Loaded.side` serves the "base" side of a
 comparison from the same weights with the adapters disabled (peft ``disable_adapter``).
 
-Base model, first found: ``--base``; the run's ``run_config.yaml`` (``base_model``);
+Base model, first found: ``--base_model``; the run's ``run_config.yaml`` (``base_model``);
 ``adapter_config.json`` (``base_model_name_or_path``). Tokenizer: the adapter dir's when it has
 one (a run saves the tokenizer it trained with), else the base's.
 """

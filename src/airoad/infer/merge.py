@@ -1,6 +1,6 @@
 """`airoad merge`: fold a LoRA/DoRA adapter into its base and write a plain transformers checkpoint.
 
-    airoad merge --adapters outputs/qwen05b_fast_plain --out checkpoints/x_merged [--base B] [--dtype bfloat16]
+    airoad merge --adapters outputs/qwen05b_fast_plain --out checkpoints/x_merged [--base_model B] [--dtype bfloat16]
 
 1. Before any weights load: ``--out`` must be empty or absent (``--overwrite true`` replaces it),
    must not be or contain an input, and the adapter dir must be usable.

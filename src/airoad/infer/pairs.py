@@ -1,14 +1,14 @@
 """`airoad data pairs`: preference pairs from an SFT file: the data's answer is chosen, the model's own rejected.
 
-    airoad data pairs --infile data/sft/example_train.jsonl --adapters outputs/qwen05b_fast_plain --out data/pref/my_pairs.jsonl --n 64
+    airoad data pairs --dataset_path data/sft/example_train.jsonl --adapters outputs/qwen05b_fast_plain --out data/pref/my_pairs.jsonl --n 64
 
-For each conversation of ``--infile`` (ChatML or Alpaca rows, validated as for training):
+For each conversation of ``--dataset_path`` (ChatML or Alpaca rows, validated as for training):
 
 - ``prompt``: every turn before the last assistant turn, as messages (the row's system turn
   included; a row without one gets ``--system_prompt``, else the run's ``system_prompt``, else none,
   so the prompt written is the prompt the model answered);
 - ``chosen``: that last assistant answer, ``[{"role": "assistant", "content": ...}]``;
-- ``rejected``: the model's answer to the prompt (base + ``--adapters``, or ``--base`` alone), decoded
+- ``rejected``: the model's answer to the prompt (base + ``--adapters``, or ``--base_model`` alone), decoded
   as `airoad compare` decodes (greedy, or ``--temperature`` > 0 seeded by ``--seed``; ``--batch_size``).
 
 One JSONL row per pair (TRL's conversational preference format), in file order, written atomically.
@@ -42,7 +42,7 @@ Messages = list[dict[str, str]]
 
 @dataclass
 class PairCounts:
-    read: int = 0  # conversations in --infile
+    read: int = 0  # conversations in --dataset_path
     used: int = 0  # after --n
     generated: int = 0
     cut: int = 0  # answers cut at max_new_tokens
@@ -101,12 +101,12 @@ def select_pairs(
 
 
 def read_inputs(cfg: PairsConfig, source: Source) -> tuple[int, list[tuple[Messages, str]]]:
-    """(rows in --infile, the (prompt, chosen) pairs of the --n subset), before any model loads.
+    """(rows in --dataset_path, the (prompt, chosen) pairs of the --n subset), before any model loads.
     DataError lists every problem of the file's rows."""
-    rows = read_rows(cfg.infile or "")
+    rows = read_rows(cfg.dataset_path or "")
     system = cfg.system_prompt if cfg.system_prompt is not None else source.system_prompt
     picked = seeded_subset(rows, cfg.n, cfg.seed)
-    convs = [to_conversation(row, f"{cfg.infile}:{n}", system or None) for n, row in picked]
+    convs = [to_conversation(row, f"{cfg.dataset_path}:{n}", system or None) for n, row in picked]
     return len(rows), [split_conversation(c) for c in convs]
 
 
@@ -125,7 +125,7 @@ def report(cfg: PairsConfig, counts: PairCounts, seconds: float, gen_seconds: fl
     despite = f" ({counts.banned_despite_regex} matched --reject_unless)" if cfg.reject_unless else ""
     return [
         "pairs:",
-        f"  read:                       {counts.read} conversations from {cfg.infile}",
+        f"  read:                       {counts.read} conversations from {cfg.dataset_path}",
         f"  used:                       {counts.used}{subset}",
         f"  generated:                  {counts.generated} ({counts.cut} cut at max_new_tokens)",
         f"  dropped as empty:           {counts.empty}",

@@ -28,7 +28,7 @@ class MergeConfig:
     adapters: str | None = opt(
         None, ADAPTERS_HELP, io="adapters", required="the run's output_dir (or a PEFT adapter dir)"
     )
-    base: str | None = opt(None, BASE_HELP, io="base")
+    base_model: str | None = opt(None, BASE_HELP, io="base")
     out: str | None = opt(
         None,
         "Directory for the merged checkpoint.",
@@ -69,7 +69,7 @@ class Generation:
 
 @dataclass
 class GenerateOptions(Generation):
-    base: str | None = opt(
+    base_model: str | None = opt(
         None, BASE_HELP + " Alone (no --adapters) it is sampled by itself: one column.", io="base"
     )
     adapters: str | None = opt(None, ADAPTERS_HELP + " Adds the tuned side.", io="adapters")
@@ -88,8 +88,8 @@ class GenerateOptions(Generation):
     overwrite: bool = opt(False, "Replace an existing --out report (never one of the inputs).")
 
     def validate(self) -> list[str]:
-        if not self.base and not self.adapters:
-            return ["give --adapters (a run's output_dir) and/or --base (a model to sample)"]
+        if not self.base_model and not self.adapters:
+            return ["give --adapters (a run's output_dir) and/or --base_model (a model to sample)"]
         return []
 
 
@@ -127,13 +127,13 @@ class EvalConfig(GenerateOptions):
 
 @dataclass
 class PairsConfig(Generation):
-    infile: str | None = opt(
+    dataset_path: str | None = opt(
         None,
         "SFT JSONL (ChatML and/or Alpaca rows, validated as for training): prompts and chosen answers.",
         io="input",
         required="the SFT JSONL to pair",
     )
-    base: str | None = opt(
+    base_model: str | None = opt(
         None, BASE_HELP + " Alone (no --adapters): the base model writes the rejected answers.", io="base"
     )
     adapters: str | None = opt(
@@ -161,6 +161,8 @@ class PairsConfig(Generation):
 
     def validate(self) -> list[str]:
         problems = []
-        if not self.base and not self.adapters:
-            problems.append("give --adapters (a run's output_dir) and/or --base (the model that answers)")
+        if not self.base_model and not self.adapters:
+            problems.append(
+                "give --adapters (a run's output_dir) and/or --base_model (the model that answers)"
+            )
         return problems + regex_problems("--reject_unless", self.reject_unless)

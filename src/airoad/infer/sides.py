@@ -1,6 +1,6 @@
 """The lane `airoad compare` and `airoad eval` share: inputs -> prompts -> one model -> answers per side.
 
-Sides: "base" (the --base model; with --adapters, the same PEFT model with its adapters disabled)
+Sides: "base" (the --base_model model; with --adapters, the same PEFT model with its adapters disabled)
 and "tuned" (adapters on), or just "base" when no adapters are given (e.g. a merged checkpoint).
 Every side answers the same prompts with the same decoding settings and seed.
 """

@@ -82,7 +82,7 @@ def test_eval_with_an_uncached_base_is_one_line_too(no_hub, tmp_path, capsys):
     rc = cli(
         [
             "eval",
-            "--base",
+            "--base_model",
             "acme/nothing",
             "--prompts",
             str(tmp_path / "p.jsonl"),

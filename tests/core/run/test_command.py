@@ -78,7 +78,7 @@ def edited_adapter(run_dir: Path, tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["data", "pairs", "--infile", "{data}", "--adapters", "{run}", "--out", "{base}/config.json"],
+        ["data", "pairs", "--dataset_path", "{data}", "--adapters", "{run}", "--out", "{base}/config.json"],
         ["eval", "--adapters", "{run}", "--out", "{base}/config.json", "--overwrite", "true"],
         ["compare", "--adapters", "{run}", "--out", "{base}/config.json", "--overwrite", "true"],
         ["merge", "--adapters", "{run}", "--out", "{base}", "--overwrite", "true"],
@@ -320,7 +320,7 @@ def test_an_adapter_of_another_base_is_one_line_naming_both_sizes(run_dir, qwen_
     )  # fmt: skip
     Qwen2ForCausalLM(cfg).save_pretrained(other)
     qwen_tokenizer.save_pretrained(other)
-    argv = ["merge", "--adapters", str(run_dir), "--base", str(other), "--out", str(tmp_path / "m")]
+    argv = ["merge", "--adapters", str(run_dir), "--base_model", str(other), "--out", str(tmp_path / "m")]
     assert cli(argv) == 2
     (line,) = errors(capsys)
     assert "does not fit" in line and "48 -> 48 in this base, 32 -> 32 in the adapter" in line, line

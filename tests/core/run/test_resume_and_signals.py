@@ -474,7 +474,9 @@ def test_auto_device_order_and_fp32_on_cpus_without_bf16(monkeypatch):
 def test_float16_training_on_mps_is_refused_with_the_fix():
     from airoad.core.model import devices
 
-    with pytest.raises(devices.DeviceError, match="float16 training is not supported on MPS.*--dtype float32"):
+    with pytest.raises(
+        devices.DeviceError, match="float16 training is not supported on MPS.*--dtype float32"
+    ):
         devices.check_training_dtype("mps", torch.float16)
     for device, dtype in (("mps", torch.float32), ("cuda", torch.float16), ("cpu", torch.bfloat16)):
         devices.check_training_dtype(device, dtype)  # no error

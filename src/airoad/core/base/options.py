@@ -93,6 +93,41 @@ def default_of(f: dataclasses.Field) -> Any:
     return f.default
 
 
+# One name per concept across every command, declared here once: {old spelling: its name now}. A
+# schema with a field named by a value accepts the old spelling too (flag or YAML key), and the
+# run prints the name to use (alias_notes), so nothing a user wrote breaks.
+ALIASES = {
+    "base": "base_model",  # merge, compare, eval, export, data pairs took --base
+    "infile": "dataset_path",  # data stats, markdown-slice and pairs took --infile
+}
+
+
+def canonical_flags(argv: list[str], names: set[str]) -> tuple[list[str], dict[str, str]]:
+    """``argv`` with each old spelling (``--base``, ``--base=X``) of an option in ``names``
+    rewritten to its name now; and {name: the flag as typed} for those rewritten."""
+    out, used = [], {}
+    for tok in argv:
+        flag, eq, value = tok.partition("=")
+        new = ALIASES.get(flag[2:]) if flag.startswith("--") else None
+        if new in names:
+            used[new] = flag
+            tok = f"--{new}{eq}{value}"
+        out.append(tok)
+    return out, used
+
+
+def alias_notes(sources: dict[str, str]) -> list[str]:
+    """One line per option given by an old spelling (as load_config records it in ``sources``)."""
+    notes = []
+    for key, where in sources.items():
+        if where.startswith("--") and where != f"--{key}":
+            notes.append(f"note: {where} is now --{key} (both work)")
+        elif where.endswith("`)") and " (as `" in where:
+            place, old = where[:-2].split(" (as `")
+            notes.append(f"note: {place}: `{old}` is now `{key}` (both work)")
+    return notes
+
+
 def default_text(f: dataclasses.Field) -> str:
     """How --help shows a field's default, as a user would type it in a YAML file or on the
     command line (no Python reprs): "required", "default: unset", true/false, a list space-joined."""
@@ -326,6 +361,7 @@ def load_config(
     if bad := not_utf8_arguments(argv):
         raise ConfigError(bad)
     parser = _build_parser(schema, prog, description)
+    argv, typed = canonical_flags(argv, set(fields))
     known, unknown = parser.parse_known_args(argv)
     problems = _unknown_flags(unknown, list(fields), prog)
     raw: dict[str, Any] = {}
@@ -334,7 +370,7 @@ def load_config(
         problems += _read_yaml_values(Path(known.config), list(fields), raw, sources)
     for key, value in vars(known).items():
         if key != "config":
-            raw[key], sources[key] = value, f"--{key}"
+            raw[key], sources[key] = value, typed.get(key, f"--{key}")
     values = _checked_values(schema, raw, sources, problems)
     problems += missing_required(schema, values, raw)
     if problems:
@@ -390,6 +426,8 @@ def _read_yaml_values(
     problems = []
     for key, value in data.items():
         where = f"{path}:{lines.get(key, 1)}"
+        if ALIASES.get(key) in names and ALIASES[key] not in data:
+            key, where = ALIASES[key], f"{where} (as `{key}`)"
         if key not in names:
             hint = closest(str(key), names)
             fix = f"did you mean `{hint}`?" if hint else "remove it"
@@ -409,7 +447,7 @@ def _checked_values(
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = sources[key]
-        label = f"--{key}" if where.startswith("--") else f"{where}: `{key}`"
+        label = where if where.startswith("--") else f"{where}: `{key}`"
         try:
             coerced = coerce(value, types_[key])
         except ValueError as e:

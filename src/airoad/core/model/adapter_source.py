@@ -60,7 +60,7 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise LoadError(f"{path}: unreadable ({first_line(e)}); fix it or pass --base") from None
+        raise LoadError(f"{path}: unreadable ({first_line(e)}); fix it or pass --base_model") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -72,7 +72,9 @@ def check_adapter_dir(path: str | Path, flag: str = "--adapters") -> dict[str, A
     if not p.is_dir():
         raise LoadError(f"{flag} {p}: is a file; give the directory holding {ADAPTER_CONFIG}")
     if not (p / ADAPTER_CONFIG).is_file():
-        hint = " (a full or merged checkpoint: pass it as --base)" if (p / "config.json").is_file() else ""
+        hint = (
+            " (a full or merged checkpoint: pass it as --base_model)" if (p / "config.json").is_file() else ""
+        )
         raise LoadError(
             f"{flag} {p}: no {ADAPTER_CONFIG} (a run writes it when training ends); "
             f"give a finished run's output_dir{hint}"
@@ -161,7 +163,7 @@ def adapter_tensor_problem(config: dict[str, Any], header: dict[str, Any]) -> st
     return None
 
 
-def check_base_path(base: str, base_from: str, base_flag: str = "--base") -> None:
+def check_base_path(base: str, base_from: str, base_flag: str = "--base_model") -> None:
     """A local base must be a model dir; anything else is taken as a hub id (checked when loading)."""
     p = Path(base).expanduser()
     if p.exists():
@@ -174,10 +176,10 @@ def check_base_path(base: str, base_from: str, base_flag: str = "--base") -> Non
 
 
 def resolve_source(
-    base: str | None, adapters: str | None, flag: str = "--adapters", base_flag: str = "--base"
+    base: str | None, adapters: str | None, flag: str = "--adapters", base_flag: str = "--base_model"
 ) -> Source:
     """Work out base, adapters, system prompt and tokenizer source. No torch, no weights.
-    ``flag`` and ``base_flag`` name the options in messages (``--adapters``/``--base``; a lane's
+    ``flag`` and ``base_flag`` name the options in messages (``--adapters``/``--base_model``; a lane's
     ``--init_adapter``/``--base_model``)."""
     if not adapters:
         if not base:

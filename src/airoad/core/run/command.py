@@ -31,7 +31,7 @@ from typing import Any
 
 from airoad.core.base.commands import Command, Invocation, rank, run_guarded, usage
 from airoad.core.base.errors import UserError
-from airoad.core.base.options import closest, input_keys, load_config
+from airoad.core.base.options import alias_notes, closest, input_keys, load_config
 from airoad.core.base.outputs import clash, holding, inside_output, output_problems
 from airoad.core.model.adapter_source import Source, resolve_source
 
@@ -99,6 +99,9 @@ def run_command(cmd: Command, argv: list[str], prog: str) -> int:
         started = time.time()  # a run's setup time counts from here, parsing included
         args = cmd.argv(argv) if cmd.argv else argv
         cfg, sources = load_config(cmd.schema, args, prog=prog, description=cmd.summary)
+        if rank() == 0:  # on stderr: stdout may be a report (data stats --json)
+            for note in alias_notes(sources):
+                print(note, file=sys.stderr)
         inv = Invocation(prog=prog, sources=sources, printer=printer, started=started)
         model_problems: list[str] = []
         try:
