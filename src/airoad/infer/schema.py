@@ -76,7 +76,7 @@ class GenerateOptions(Generation):
     prompts: str | None = opt(
         None,
         'JSONL of prompts: ChatML/Alpaca rows (first user turn, plus the row\'s own system turn) or {"prompt": ...} '
-        "rows. Default: airoad's bundled prompts.",
+        "rows. Default: the run's dev set (its dev_path), else airoad's bundled prompts.",
         io="input",
     )
     n: int = opt(0, "Use a seeded random subset of this many prompts, in file order (0 = all).", min=0)

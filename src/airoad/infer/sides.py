@@ -21,6 +21,7 @@ from airoad.infer.schema import GenerateOptions
 class Answers:
     loaded: Loaded
     prompts: list[Prompt]
+    prompts_from: str  # the prompt file, or "bundled"
     system_prompt: str | None  # the system turn given to prompts without their own (None: template default)
     by_side: dict[str, list[Any]]  # side -> [Generation], one per prompt, in prompt order
 
@@ -30,9 +31,12 @@ def answer_all(cfg: GenerateOptions, source: Source, printer: Callable[[str], No
     resolved it), then generate every side's answers."""
     from airoad.core.model.generate import generate
 
-    prompts = load_prompts(cfg.prompts, cfg.n, cfg.seed)
+    path = prompt_path(cfg, source)
+    prompts = load_prompts(path, cfg.n, cfg.seed)
     for note in source.notes:
         printer(note)
+    if path and not cfg.prompts:
+        printer(f"prompts: the run's dev set {path} (its dev_path); --prompts FILE for others")
     loaded = load(source, cfg.device, cfg.dtype, cfg.trust_remote_code)
     printer(model_line(loaded, len(prompts), cfg))
     system = loaded.system_prompt(cfg.system_prompt)
@@ -40,7 +44,13 @@ def answer_all(cfg: GenerateOptions, source: Source, printer: Callable[[str], No
     # An untimed warm-up, so the first side's tokens/s does not pay one-time kernel/allocator costs.
     generate(loaded.model, loaded.tokenizer, messages[:1], max_new_tokens=2)
     by_side = {side: answer_as(loaded, side, messages, cfg, printer) for side in loaded.sides}
-    return Answers(loaded, prompts, system, by_side)
+    return Answers(loaded, prompts, path or "bundled", system, by_side)
+
+
+def prompt_path(cfg: GenerateOptions, source: Source) -> str | None:
+    """Where the prompts come from: --prompts; else the run's own dev set (judge a tune on its
+    held-out rows); else None, airoad's bundled prompts."""
+    return cfg.prompts or source.dev_path
 
 
 def model_line(loaded: Loaded, n_prompts: int, cfg: Any) -> str:
@@ -96,7 +106,7 @@ def report_header(command: str, cfg: GenerateOptions, ans: Answers) -> dict[str,
         "base": src.base,
         "adapters": str(src.adapters) if src.adapters else None,
         "adapter": src.adapter_kind or None,
-        "prompts": cfg.prompts or "bundled",
+        "prompts": ans.prompts_from,
         "n_prompts": len(ans.prompts),
         "system_prompt": ans.system_prompt,
         "decoding": {

@@ -31,6 +31,7 @@ class Source:
     base_from: str
     adapters: Path | None = None
     system_prompt: str | None = None  # the run's system_prompt (run_config.yaml), if any
+    dev_path: str | None = None  # the run's dev set (run_config.yaml dev_path), if that file is here
     tokenizer_from: str = ""
     adapter_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -210,11 +211,15 @@ def resolve_source(
     if why := safetensors_problem(adir / ADAPTER_WEIGHTS):  # after the config: what it names comes first
         raise LoadError(f"{flag} {adir / ADAPTER_WEIGHTS}: {why}; train again or restore the file")
     has_tok = (adir / "tokenizer_config.json").is_file()
+    dev = run.get("dev_path")
+    if isinstance(dev, str) and dev and not Path(dev).is_file():
+        notes.append(f"note: the run's dev_path {dev} ({adir / RUN_CONFIG}) is not found from here")
     return Source(
         base=base,
         base_from=base_from,
         adapters=adir,
         system_prompt=run.get("system_prompt") or None,
+        dev_path=dev if isinstance(dev, str) and dev and Path(dev).is_file() else None,
         tokenizer_from=str(adir) if has_tok else base,
         adapter_config=acfg,
         notes=notes,
