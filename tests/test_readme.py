@@ -80,7 +80,7 @@ def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_pat
     assert len(train) + len(dev) == 24 and dev
     info = json.loads((tmp_path / "outputs/my_probe/run_info.json").read_text())
     assert info["data"]["stats"]["kept"] == len(train)  # every row: no 96-row subset
-    assert f"prompts: the run's dev set data/my_dev.jsonl" in out  # compare judged on the held-out rows
+    assert "prompts: the run's dev set data/my_dev.jsonl" in out  # compare judged on the held-out rows
     report = json.loads((tmp_path / "reports/my_probe/compare.json").read_text())
     assert report["prompts"] == "data/my_dev.jsonl" and report["n_prompts"] == len(dev)
     assert list((tmp_path / "exports/my_probe").glob("*.gguf"))

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import BF16, CHAT_ROWS, FP32, REPO, cfg_for, needs_bf16, write_jsonl
+from conftest import BF16, CHAT_ROWS, FP32, REPO, cfg_for, needs_bf16, train_args, write_jsonl
 
 from airoad.cli import main as cli
 from airoad.core.base.options import load_config
@@ -335,3 +335,26 @@ def test_run_config_yaml_is_plain_yaml_and_reruns_the_job_into_a_new_dir(tiny_mo
     assert [(r["step"], r["loss"], r["tokens"]) for r in first] == [
         (r["step"], r["loss"], r["tokens"]) for r in second
     ]
+
+
+def test_epochs_set_the_run_length_from_the_examples_kept(tiny_model_dir, chat_file, tmp_path, capsys):
+    argv = train_args(tiny_model_dir, chat_file, tmp_path / "run", "--epochs", "1.5", "--grad_accum", "2",
+                      "--per_device_batch_size", "2", "--max_seq_len", "64")  # fmt: skip
+    assert cli(argv) == 0
+    out = capsys.readouterr().out
+    # 12 examples x 1.5 = 18 examples at 4 per step: ceil(4.5) = 5 steps
+    assert "length: 1.5 epochs of 12 examples at 4 per step = 5 steps" in out
+    metrics = json.loads((tmp_path / "run" / "time_metrics.json").read_text())
+    assert metrics["steps"] == 5 and metrics["stop_reason"] == "max_steps"
+    saved = yaml.safe_load((tmp_path / "run" / "run_config.yaml").read_text())
+    assert (saved["epochs"], saved["max_steps"]) == (1.5, 5)  # rerunning it gives the same length
+
+
+def test_a_max_steps_flag_wins_over_epochs_from_a_yaml(tiny_model_dir, chat_file, tmp_path, capsys):
+    y = tmp_path / "c.yaml"
+    y.write_text("epochs: 3\nmax_seq_len: 64\n")
+    argv = train_args(tiny_model_dir, chat_file, tmp_path / "run", "--config", str(y), "--max_steps", "2")
+    assert cli(argv) == 0
+    out = capsys.readouterr().out
+    assert f"note: --max_steps 2 sets the run's length; epochs from {y}:1 is not used" in out
+    assert json.loads((tmp_path / "run" / "time_metrics.json").read_text())["steps"] == 2

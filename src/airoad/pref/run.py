@@ -210,9 +210,9 @@ def pref_lane(train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]], 
 
 def run(cfg: PrefConfig, inv: Invocation) -> int:
     """`airoad pref` as the core runs it: train, then the run's exit status (0, 1, 130/143)."""
-    from airoad.core.run.preflight import data_notes
+    from airoad.core.run.preflight import data_notes, settle_run_length
 
-    for line in data_notes(cfg, inv.sources):
+    for line in data_notes(cfg, inv.sources) + settle_run_length(cfg, inv.sources):
         inv.printer(line)
     out, trainer = pref(with_init_adapter(cfg, inv), inv.started, inv.printer)
     return exit_status(out, trainer.run_state, _stderr if world()[0] == 0 else inv.printer)

@@ -172,9 +172,9 @@ def attach_teacher_cache(ctx: RunContext, trainer: Any, train_ex: list[Example])
 
 def run(cfg: TrainConfig, inv: Invocation) -> int:
     """`airoad train` as the core runs it: train, then the run's exit status (0, 1, 130/143)."""
-    from airoad.core.run.preflight import data_notes
+    from airoad.core.run.preflight import data_notes, settle_run_length
 
-    for line in data_notes(cfg, inv.sources):
+    for line in data_notes(cfg, inv.sources) + settle_run_length(cfg, inv.sources):
         inv.printer(line)
     out, trainer = train(cfg, t_start=inv.started, printer=inv.printer)
     return exit_status(out, trainer.run_state, _stderr if world()[0] == 0 else inv.printer)

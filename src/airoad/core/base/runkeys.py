@@ -97,6 +97,13 @@ class RunKeys:
     )
     seed: int = seed_opt(42, "Seed for data order, subset choice and adapter init.")
     max_steps: int = opt(100, "Optimizer steps to train.", min=1)
+    epochs: float = opt(
+        0.0,
+        "Run length in passes over the training examples instead (0 = use max_steps): max_steps becomes "
+        "ceil(epochs x examples / examples per step); a --max_steps flag wins over epochs from a YAML.",
+        min=0,
+        max=1000,
+    )
     max_minutes: float = opt(
         0.0, "Stop cleanly after this many minutes of wall time, setup included (0 = no cap).", min=0
     )

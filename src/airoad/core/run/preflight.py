@@ -12,6 +12,7 @@ weights load, in the order a user would want to hear about it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from airoad.core.model.loading import load_tokenizer
 from airoad.core.model.model_source import ModelSource, resolve_model
 from airoad.core.run.context import RunContext
 from airoad.core.run.fit import check_trackers
-from airoad.core.run.rundir import check_output_dir
+from airoad.core.run.rundir import check_output_dir, world
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,31 @@ def data_notes(cfg: Any, sources: dict[str, str]) -> list[str]:
     return notes
 
 
+def settle_run_length(cfg: Any, sources: dict[str, str]) -> list[str]:
+    """A --max_steps flag wins over epochs from a YAML (flags win over files): epochs is turned off
+    and a line says so. Otherwise epochs > 0 sets max_steps once the data is known (run_context)."""
+    steps_from, epochs_from = sources.get("max_steps", "default"), sources.get("epochs", "default")
+    if cfg.epochs and steps_from.startswith("--") and not epochs_from.startswith("--"):
+        cfg.epochs = 0.0
+        return [
+            f"note: {steps_from} {cfg.max_steps} sets the run's length; epochs from {epochs_from} is not used"
+        ]
+    return []
+
+
+def epochs_to_steps(cfg: Any, n_examples: int) -> str | None:
+    """With ``cfg.epochs`` > 0: ``cfg.max_steps`` = the optimizer steps that pass over
+    ``n_examples`` that many times (at least 1), and the line saying so; else None."""
+    if not cfg.epochs:
+        return None
+    per_step = cfg.per_device_batch_size * cfg.grad_accum * world()[1]
+    cfg.max_steps = max(1, math.ceil(cfg.epochs * n_examples / per_step))
+    return (
+        f"length: {cfg.epochs:g} epochs of {n_examples} examples at {per_step} per step = "
+        f"{cfg.max_steps} steps"
+    )
+
+
 def open_model(cfg: Any) -> tuple[ModelSource, Any]:
     """Step 3: (the base model's source, its tokenizer)."""
     source = resolve_model(cfg.base_model)
@@ -90,8 +116,11 @@ def run_context(
     t_start: float,
     printer: Callable[[str], Any],
 ) -> RunContext:
-    """Step 4: the run's context from the checks, the model source and tokenizer, the data stats."""
+    """Step 4: the run's context from the checks, the model source and tokenizer, the data stats
+    (a run given in epochs gets its max_steps here, from the examples kept)."""
     source, tokenizer = model
+    if line := epochs_to_steps(cfg, stats.kept):
+        printer(line)
     return RunContext(
         cfg=cfg,
         out=checked.out,
