@@ -349,3 +349,17 @@ def test_without_llama_cpp_the_generation_check_says_how_to_get_it(request, tmp_
         gguf_run.export(export_cfg(request.getfixturevalue("lora_run"), out, "f16"), printer=lines.append)
     assert "llama.cpp generation check skipped: pip install llama-cpp-python to run it" in lines
     assert json.loads((out / "export_info.json").read_text())["llama_cpp_generation"] is None
+
+
+def test_an_empty_system_prompt_means_the_templates_default_as_in_every_command(qwen_tokenizer):
+    from types import SimpleNamespace as NS
+
+    from airoad.export.common import system_line
+    from airoad.export.ollama import template_default_system
+
+    default = template_default_system(qwen_tokenizer)
+    run = NS(system_prompt="You are terse.")
+    assert system_line(NS(system_prompt=None), run, qwen_tokenizer) == "You are terse."  # the run's
+    assert system_line(NS(system_prompt=""), run, qwen_tokenizer) == default  # "": the template's
+    assert system_line(NS(system_prompt="Mine."), run, qwen_tokenizer) == "Mine."
+    assert system_line(NS(system_prompt=None), NS(system_prompt=None), qwen_tokenizer) == default

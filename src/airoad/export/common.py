@@ -35,11 +35,13 @@ def chat_ids(tokenizer: Any, system: str | None) -> list[Any]:
 
 
 def system_line(cfg: Any, source: Any, tokenizer: Any) -> str | None:
-    """The Modelfile's SYSTEM: --system_prompt, else the run's, else the chat template's default turn."""
-
-    if cfg.system_prompt is not None:
-        return cfg.system_prompt or None
-    return source.system_prompt or template_default_system(tokenizer)
+    """The system turn an export carries: --system_prompt, else the run's, else the chat
+    template's default turn; ``--system_prompt ""`` means that default, as in every command."""
+    if cfg.system_prompt:
+        return cfg.system_prompt
+    if cfg.system_prompt is None and source.system_prompt:
+        return source.system_prompt
+    return template_default_system(tokenizer)
 
 
 def compare_logits(tuned: Any, exported: Any, ids: list[Any], device: str) -> dict[str, Any]:

@@ -67,8 +67,8 @@ class GgufConfig(ExportKeys):
     )
     system_prompt: str | None = opt(
         None,
-        'SYSTEM line of the Ollama Modelfile; default: the run\'s system_prompt; "" = none (the chat '
-        "template's default).",
+        'SYSTEM line of the Ollama Modelfile; default: the run\'s system_prompt; "" = the chat '
+        "template's default system turn (written out, so Ollama uses it too).",
     )
     device: str = opt(
         "cpu",

@@ -154,7 +154,7 @@ class PairsConfig(Generation):
     system_prompt: str | None = opt(
         None,
         "System turn for conversations without one, written into the prompt; default: the run's "
-        'system_prompt; "" = none (the chat template default).',
+        'system_prompt; "" = the chat template default.',
     )
     seed: int = seed_opt(42, "Seed for the --n subset and for sampling: same seed, same file.")
     overwrite: bool = opt(False, "Replace --out if it exists (never one of the inputs).")
