@@ -116,3 +116,11 @@ def test_old_spellings_still_work_and_name_the_new_one(tmp_path, capsys):
     assert cli(["data", "stats", "--infile", str(tmp_path / "nope.jsonl"), "--base_model", "none"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "note: --infile is now --dataset_path (both work)" and len(err) == 2
+
+
+def test_overwrite_has_one_meaning_in_every_command():
+    from airoad.core.base.options import OVERWRITE_HELP
+
+    for name, schema in schemas():
+        helps = {f.metadata["help"] for f in dataclasses.fields(schema) if f.name == "overwrite"}
+        assert helps <= {OVERWRITE_HELP}, name

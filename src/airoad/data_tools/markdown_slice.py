@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
-from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.options import opt, overwrite_opt, seed_opt
 from airoad.core.data.chat_data import read_rows, seeded_subset, to_conversation
 from airoad.data_tools.common import chatml_row
 from airoad.data_tools.markdown_rewrite import (
@@ -67,7 +67,7 @@ class SliceConfig:
         60, "Rewritten conversations to pick (seeded random subset, file order kept; 0 = all).", min=0
     )
     seed: int = seed_opt(42, "Seed for the pick: the same seed gives a byte-identical file.")
-    overwrite: bool = opt(False, "Replace --out if it exists.")
+    overwrite: bool = overwrite_opt()
 
 
 @dataclass

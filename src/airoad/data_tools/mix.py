@@ -23,7 +23,7 @@ from fractions import Fraction
 
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
-from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.options import opt, overwrite_opt, seed_opt
 from airoad.core.data.chat_data import Conversation
 from airoad.data_tools.common import chatml_row, conversation_key, read_many
 
@@ -44,7 +44,7 @@ class MixConfig:
     dedupe: bool = opt(
         False, "Drop conversations equal to an earlier one (whitespace-normalised), before weighting."
     )
-    overwrite: bool = opt(False, "Replace --out if it exists.")
+    overwrite: bool = overwrite_opt()
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
-from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.options import opt, overwrite_opt, seed_opt
 from airoad.core.data.text_checks import DEFAULT_BANNED, banned_hits, load_banned
 from airoad.data_tools.neg_guard_bank import PAIRS
 
@@ -34,7 +34,7 @@ class NegGuardConfig:
         io="input",
     )
     seed: int = seed_opt(42, "Seed for which pairs are drawn and their order.")
-    overwrite: bool = opt(False, "Replace --out if it exists.")
+    overwrite: bool = overwrite_opt()
 
 
 def clean_pairs(banned: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
-from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.options import opt, overwrite_opt, seed_opt
 from airoad.core.data.chat_data import Conversation, read_rows, to_conversation
 from airoad.data_tools.common import conversation_key
 
@@ -52,7 +52,7 @@ class SplitConfig:
     )
     dev_rows: int = opt(0, "Rows to hold out instead of --dev_fraction (0: use the fraction).", min=0)
     seed: int = seed_opt(42, "Seed of the draw: the same file and seed give the same split.")
-    overwrite: bool = opt(False, "Replace --train_out and --dev_out if they exist.")
+    overwrite: bool = overwrite_opt()
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core.base.options import closest, opt
+from airoad.core.base.options import closest, opt, overwrite_opt
 from airoad.core.base.runkeys import DEVICES
 from airoad.core.base.textargs import file_name_problems
 
@@ -39,7 +39,7 @@ class ExportKeys:
         required="the directory to write the export into",
     )
     name: str = opt("model", "File name stem of the export (e.g. model -> model-q8_0.gguf, model.mlpackage).")
-    overwrite: bool = opt(False, "Replace a non-empty --out that the same export wrote (swapped out whole).")
+    overwrite: bool = overwrite_opt()
     min_argmax_agreement: float = opt(
         0.9,
         "Refuse to write when the exported model's next-token argmax agrees with the tuned model's on fewer "

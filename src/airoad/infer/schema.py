@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.options import opt, overwrite_opt, seed_opt
 from airoad.core.base.runkeys import DEVICES, DTYPES
 from airoad.core.base.textargs import regex_problems
 
@@ -35,7 +35,7 @@ class MergeConfig:
         io="out_dir",
         required="the directory for the merged checkpoint",
     )
-    overwrite: bool = opt(False, "Replace a non-empty --out (the old checkpoint is swapped out whole).")
+    overwrite: bool = overwrite_opt()
     dtype: str = opt(
         "auto",
         "dtype of the saved weights (the merge itself always runs in float32); auto = the base checkpoint's.",
@@ -85,7 +85,7 @@ class GenerateOptions(Generation):
         'System turn for prompts without one; default: the run\'s system_prompt; "" = the chat template default.',
     )
     seed: int = seed_opt(0, "Seed for sampling and for the --n subset.")
-    overwrite: bool = opt(False, "Replace an existing --out report (never one of the inputs).")
+    overwrite: bool = overwrite_opt()
 
     def validate(self) -> list[str]:
         if not self.base_model and not self.adapters:
@@ -157,7 +157,7 @@ class PairsConfig(Generation):
         'system_prompt; "" = the chat template default.',
     )
     seed: int = seed_opt(42, "Seed for the --n subset and for sampling: same seed, same file.")
-    overwrite: bool = opt(False, "Replace --out if it exists (never one of the inputs).")
+    overwrite: bool = overwrite_opt()
 
     def validate(self) -> list[str]:
         problems = []

@@ -58,6 +58,17 @@ def seed_opt(default: int, help: str) -> Any:
     return opt(default, help, min=0, max=SEED_MAX)
 
 
+OVERWRITE_HELP = (
+    "Replace an existing output: the file named as the output, or in an output directory only what "
+    "airoad wrote there (its manifest; anything else there is refused). Inputs are never written."
+)
+
+
+def overwrite_opt() -> Any:
+    """The ``overwrite`` option, one meaning for every command (:data:`OVERWRITE_HELP`)."""
+    return opt(False, OVERWRITE_HELP)
+
+
 def opt(default: Any, help: str, **checks: Any) -> Any:
     """Declare a config option: its default, its help text, and optional checks.
 

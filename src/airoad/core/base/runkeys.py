@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from airoad.core.base.options import opt, seed_opt
+from airoad.core.base.options import opt, overwrite_opt, seed_opt
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -79,10 +79,7 @@ class RunKeys:
     )
     # --- run
     output_dir: str = opt("outputs/run", "Directory for the adapter, logs and metrics.", io="run_dir")
-    overwrite: bool = opt(
-        False,
-        "Start over in a non-empty output_dir: its run files and checkpoints are replaced (see resume).",
-    )
+    overwrite: bool = overwrite_opt()  # a run: start over (its files and checkpoints; see resume)
     resume: bool = opt(
         False,
         "Continue the run in output_dir from its latest checkpoint: step, learning rate, data order "
