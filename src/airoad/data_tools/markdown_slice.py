@@ -66,7 +66,7 @@ class SliceConfig:
     limit: int = opt(
         60, "Rewritten conversations to pick (seeded random subset, file order kept; 0 = all).", min=0
     )
-    seed: int = seed_opt(42, "Seed for the pick: the same seed gives a byte-identical file.")
+    seed: int = seed_opt("Seed for the pick: the same seed gives a byte-identical file.")
     overwrite: bool = overwrite_opt()
 
 

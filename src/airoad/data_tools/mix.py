@@ -40,7 +40,7 @@ class MixConfig:
         None, "Output ChatML JSONL to write.", io="out_file", required="the JSONL file to write"
     )
     shuffle: bool = opt(False, "Shuffle the mixed rows (seeded by --seed).")
-    seed: int = seed_opt(42, "Seed for fractional-weight samples and the shuffle: same seed, same bytes.")
+    seed: int = seed_opt("Seed for fractional-weight samples and the shuffle: same seed, same bytes.")
     dedupe: bool = opt(
         False, "Drop conversations equal to an earlier one (whitespace-normalised), before weighting."
     )

@@ -33,7 +33,7 @@ class NegGuardConfig:
         "Text file of extra banned strings (one a line, '#' comments) the answers must avoid too.",
         io="input",
     )
-    seed: int = seed_opt(42, "Seed for which pairs are drawn and their order.")
+    seed: int = seed_opt("Seed for which pairs are drawn and their order.")
     overwrite: bool = overwrite_opt()
 
 

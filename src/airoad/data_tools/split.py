@@ -51,7 +51,7 @@ class SplitConfig:
         0.1, "Share of the rows to hold out, rounded up to whole prompt groups.", gt=0.0, max=0.5
     )
     dev_rows: int = opt(0, "Rows to hold out instead of --dev_fraction (0: use the fraction).", min=0)
-    seed: int = seed_opt(42, "Seed of the draw: the same file and seed give the same split.")
+    seed: int = seed_opt("Seed of the draw: the same file and seed give the same split.")
     overwrite: bool = overwrite_opt()
 
 

@@ -84,7 +84,7 @@ class GenerateOptions(Generation):
         None,
         'System turn for prompts without one; default: the run\'s system_prompt; "" = the chat template default.',
     )
-    seed: int = seed_opt(0, "Seed for sampling and for the --n subset.")
+    seed: int = seed_opt("Seed for sampling and for the --n subset.")
     overwrite: bool = overwrite_opt()
 
     def validate(self) -> list[str]:
@@ -156,7 +156,7 @@ class PairsConfig(Generation):
         "System turn for conversations without one, written into the prompt; default: the run's "
         'system_prompt; "" = the chat template default.',
     )
-    seed: int = seed_opt(42, "Seed for the --n subset and for sampling: same seed, same file.")
+    seed: int = seed_opt("Seed for the --n subset and for sampling: same seed, same file.")
     overwrite: bool = overwrite_opt()
 
     def validate(self) -> list[str]:

@@ -42,7 +42,7 @@ class ProbeConfig(Generation):
         None,
         "Regex (Python re.search) a good answer contains, e.g. '####\\s*-?\\d'; adds pct_expect to the table.",
     )
-    seed: int = seed_opt(0, "Seed for the prompt subsets and for sampling (with --temperature > 0).")
+    seed: int = seed_opt("Seed for the prompt subsets and for sampling (with --temperature > 0).")
     set: list[str] = opt(
         [],
         "Train overrides KEY=VALUE, passed to `airoad train` as --KEY VALUE (repeatable: "

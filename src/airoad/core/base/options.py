@@ -53,9 +53,12 @@ MAX_INT = 2**63 - 1  # what torch, numpy and the HF Trainer take as an integer
 SEED_MAX = 2**32 - 1  # numpy's seed range (HF set_seed seeds numpy too)
 
 
-def seed_opt(default: int, help: str) -> Any:
-    """A seed option: an integer in numpy's range [0, 2**32 - 1]."""
-    return opt(default, help, min=0, max=SEED_MAX)
+SEED_DEFAULT = 42  # every command's seed, unless the user gives one
+
+
+def seed_opt(help: str) -> Any:
+    """The seed option: an integer in numpy's range [0, 2**32 - 1], 42 unless given."""
+    return opt(SEED_DEFAULT, help, min=0, max=SEED_MAX)
 
 
 OVERWRITE_HELP = (

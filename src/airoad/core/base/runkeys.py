@@ -92,7 +92,7 @@ class RunKeys:
         "max_minutes; the last 2 are kept (0 = off).",
         min=0,
     )
-    seed: int = seed_opt(42, "Seed for data order, subset choice and adapter init.")
+    seed: int = seed_opt("Seed for data order, subset choice and adapter init.")
     max_steps: int = opt(100, "Optimizer steps to train.", min=1)
     epochs: float = opt(
         0.0,
