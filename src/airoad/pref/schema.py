@@ -47,7 +47,15 @@ class PrefConfig(core.RunKeys):
         "keys then come from it. Unset: a fresh LoRA/DoRA on base_model, and the reference is the base.",
         io="adapters",
     )
-    dataset_path: str = redefault("dataset_path", "data/pref/example_pairs.jsonl")
+    dataset_path: str = redefault(
+        "dataset_path",
+        "data/pref/example_pairs.jsonl",
+        "Preference JSONL: pair rows (prompt, chosen, rejected) or, for kto, single answers with a "
+        "label (docs/preference.md).",
+    )
+    dev_path: str | None = redefault(
+        "dev_path", None, "Optional dev JSONL of the same rows, evaluated every eval_every_steps."
+    )
     output_dir: str = redefault("output_dir", "outputs/pref")
     learning_rate: float = redefault("learning_rate", 5e-5)
     max_steps: int = redefault("max_steps", 40)

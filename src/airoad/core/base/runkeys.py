@@ -48,11 +48,12 @@ PER_INVOCATION = frozenset(
 )
 
 
-def redefault(field: str, default: Any) -> Any:
-    """The shared key ``field`` of :class:`RunKeys` with another default and the same help and checks,
-    for a lane schema's class body: ``output_dir: str = redefault("output_dir", "outputs/pref")``."""
+def redefault(field: str, default: Any, help: str | None = None) -> Any:
+    """The shared key ``field`` of :class:`RunKeys` with another default (and ``help``, where the
+    lane's wording differs) and the same checks, for a lane schema's class body:
+    ``output_dir: str = redefault("output_dir", "outputs/pref")``."""
     f = next(f for f in dataclasses.fields(RunKeys) if f.name == field)
-    return opt(default, **dict(f.metadata))
+    return opt(default, **{**dict(f.metadata), **({"help": help} if help else {})})
 
 
 @dataclass
