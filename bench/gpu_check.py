@@ -420,8 +420,10 @@ def run_tests(a: argparse.Namespace, out: Path, missing: list[str]) -> str:
     t_end, summaries = time.time() + a.tests_timeout, []
     with (out / "tests.log").open("w") as log:
         for files in TEST_GROUPS:
+            # -o addopts=: one process, in order (the suite's default is pytest-xdist, which the GPU
+            # image does not carry, and one GPU is one device for all the tests anyway)
             cmd = [sys.executable, "-m", "pytest", *files, "--device", a.device, "-v", "-rs", "--durations=8",
-                   "-p", "no:cacheprovider", *a.pytest_args.split()]  # fmt: skip
+                   "-p", "no:cacheprovider", "-o", "addopts=", *a.pytest_args.split()]  # fmt: skip
             t0, left = time.time(), max(10, int(t_end - time.time()))
             try:
                 p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=left)
