@@ -45,7 +45,7 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
         "--accum",
         "2",
         "--variants",
-        "trl,trl_bf16,lora,lora_kl_cache",
+        "trl_bf16,lora,lora_kl_cache",  # TRL in its default precision; the fp32 anchor is a flag away
         "--repeat",
         "1",  # a repeat is one more worker process: pooling is tested on its own below
         "--out",
@@ -66,18 +66,16 @@ def test_benchmark_runs_every_kind_of_variant_and_keeps_the_prose(tiny_model_dir
         for line in text.splitlines()
         if line.startswith("| ")
     }
-    assert set(table) == {"variant", "trl", "trl_bf16", "lora", "lora_kl_cache"}
-    # each figure is set against the better of the two TRL runs: one of them is 1.00 on it
-    assert "1.00" in (table["trl"][2].strip(), table["trl_bf16"][2].strip())
-    assert "1.00" in (table["trl"][4].strip(), table["trl_bf16"][4].strip())
-    assert (table["trl"][-1].strip(), table["trl_bf16"][-1].strip()) == ("fp32", "bf16")
+    assert set(table) == {"variant", "trl_bf16", "lora", "lora_kl_cache"}
+    assert table["trl_bf16"][2].strip() == table["trl_bf16"][4].strip() == "1.00"  # the anchor
+    assert table["trl_bf16"][-1].strip() == "bf16"
     from airoad.core.model.devices import cpu_has_bf16
 
     assert table["lora"][-1].strip() == ("bf16" if cpu_has_bf16() else "fp32")  # dtype auto's pick
     assert "CPU: " in text and "flags: " in text
     assert table["lora"][0].strip() == "2"
     assert table["lora_kl_cache"][0].strip() == "4"
-    for name in ("trl", "trl_bf16", "lora", "lora_kl_cache"):
+    for name in ("trl_bf16", "lora", "lora_kl_cache"):
         tps = float(table[name][1].split()[0])
         assert tps > 0 and float(table[name][3]) > 0  # tokens/s, peak RSS
 
@@ -115,3 +113,20 @@ def test_repeated_variants_run_after_the_others_and_their_runs_are_pooled():
     lora = next(line for line in table.splitlines() if line.startswith("| lora |")).split("|")
     assert lora[2].strip() == "2 x 2" and lora[3].strip() == "4.0 (10.0, 2.5)" and lora[4].strip() == "0.80"
     assert bench.combine([{"error": "a"}, {"error": "b"}]) == {"error": "a"}
+
+
+def test_each_figure_is_set_against_the_better_trl_run():
+    bench = bench_module()
+    run = {"steps": 2, "losses": [2.0, 1.0]}
+    results = {
+        "trl": {**run, "tokens": 100, "train_s": 10.0, "peak_rss_gb": 2.0, "precision": "fp32"},
+        "trl_bf16": {**run, "tokens": 100, "train_s": 5.0, "peak_rss_gb": 4.0, "precision": "bf16"},
+        "lora": {**run, "tokens": 100, "train_s": 4.0, "peak_rss_gb": 1.0, "precision": "bf16"},
+    }
+    text = bench.table(results)
+    header = text.splitlines()[0]
+    assert "| x trl_bf16 |" in header and "| peak RSS GB | x trl |" in header  # faster one, leaner one
+    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines()[2:]}
+    assert rows["trl_bf16"][4].strip() == "1.00" and rows["trl"][6].strip() == "1.00"
+    assert rows["lora"][4].strip() == "1.25" and rows["lora"][6].strip() == "0.50"
+    assert (rows["trl"][-2].strip(), rows["trl_bf16"][-2].strip()) == ("fp32", "bf16")
