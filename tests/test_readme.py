@@ -63,6 +63,7 @@ def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_pat
     (tmp_path / "configs").symlink_to(REPO / "configs")  # the README's config path, as in a clone
     added = {
         ("data", "stats"): ["--base_model", str(tiny_model_dir)],
+        ("data", "split"): [],
         ("train",): ["--base_model", str(tiny_model_dir), "--max_steps", "2", "--eval_every_steps", "1",
                      "--max_seq_len", "128", "--max_minutes", "0"],
         ("compare",): ["--max_new_tokens", "4"],

@@ -621,8 +621,12 @@ def test_unknown_tool_suggests_the_closest(capsys):
 
 
 def test_missing_required_options_all_reported(capsys):
-    rc, _, err = run(capsys, "mix", "--shufle")
-    assert rc == 2 and err == "error: unknown flag --shufle; did you mean --shuffle?\n"
+    rc, _, err = run(capsys, "mix", "--shufle")  # every problem at once: the typo and what is missing
+    assert rc == 2 and err.splitlines() == [
+        "error: unknown flag --shufle; did you mean --shuffle?",
+        "error: --inputs is required; give one or more PATH:WEIGHT, e.g. a.jsonl:3 b.jsonl:1",
+        "error: --out is required; give the JSONL file to write",
+    ]
     rc, _, err = run(capsys, "mix")
     assert rc == 2 and err.startswith("error: --inputs is required") and "error: --out is required" in err
     rc, _, err = run(capsys, "markdown-slice", "--limit", "5")

@@ -421,7 +421,7 @@ def test_eval_of_a_model_alone_has_one_side_and_no_drift(tiny_model_dir, tmp_pat
     )
     r = json.loads(out.read_text())
     assert r["sides"] == ["base"] and list(r["summary"]) == ["base"] and r["drift"] is None
-    assert [s["source"] for s in r["samples"]] == [p.source for p in load_prompts(None, 2, 0)]
+    assert [s["source"] for s in r["samples"]] == [p.source for p in load_prompts(None, 2, 42)]
 
 
 def test_summary_arithmetic():

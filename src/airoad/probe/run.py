@@ -47,7 +47,7 @@ import yaml
 from airoad.cli import main as airoad
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_text
-from airoad.core.base.options import ConfigError, default_of, load_config, read_yaml_mapping
+from airoad.core.base.options import ConfigError, default_of, default_text, load_config, read_yaml_mapping
 from airoad.core.base.outputs import acquire_lock, record, recorded, release_lock
 from airoad.core.base.runkeys import RunKeys
 from airoad.infer.prompts import load_prompts
@@ -385,7 +385,7 @@ def help_text() -> str:
             "metavar", type(default_of(f)).__name__.upper() if f.default is not None else "STR"
         )
         extra = f" One of: {', '.join(meta['choices'])}." if "choices" in meta else ""
-        text = f"{meta['help']}{extra} (default: {default_of(f)})"
+        text = f"{meta['help']}{extra} ({default_text(f)})"
         lines += [
             f"  --{f.name} {metavar}",
             *textwrap.wrap(text, 100, initial_indent=" " * 6, subsequent_indent=" " * 6),

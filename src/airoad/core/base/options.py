@@ -386,15 +386,14 @@ def load_config(
         if key != "config":
             raw[key], sources[key] = value, typed.get(key, f"--{key}")
     values = _checked_values(schema, raw, sources, problems)
-    problems += missing_required(schema, values, raw)
+    missing = missing_required(schema, values, raw)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems + missing)
     cfg = schema(**values)
     post = getattr(cfg, "validate", None)
-    if post is not None:
-        cross = post()
-        if cross:
-            raise ConfigError(cross)
+    cross = post() if post is not None else []  # the values are well-formed: cross-checks apply
+    if missing or cross:
+        raise ConfigError(missing + cross)
     return cfg, sources
 
 
