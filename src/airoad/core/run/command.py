@@ -121,21 +121,41 @@ def run_command(cmd: Command, argv: list[str], prog: str) -> int:
             status = cmd.run(cfg, inv)
         return status if isinstance(status, int) else 0  # a tool may return what it made
 
+    status = None
     try:
-        return run_guarded(body)
+        status = run_guarded(body)
+        return status
     finally:
-        close_process_group()
+        close_process_group(finished=status == 0)
 
 
-def close_process_group() -> None:
-    """Under torchrun / accelerate launch: tear the process group down while the interpreter is
-    whole. Left to interpreter exit, gloo's worker threads can still hold tensors whose release then
-    aborts the process (SIGABRT, "terminate called without an active exception"; pytorch#190489,
-    and pytorch#179291 on why torch does not do it at exit): a finished rank crashed 2 runs in 10
-    of the 2-rank tests. A command that never imported torch.distributed has nothing to close."""
+def close_process_group(finished: bool) -> None:
+    """Under torchrun / accelerate launch: no rank leaves before the others are done, then the
+    process group is torn down while the interpreter is whole. Rank 0 writes the run's files after
+    the last collective; a rank that exited meanwhile aborted at interpreter exit, its gloo threads
+    still holding tensors (SIGABRT, "terminate called without an active exception"; pytorch#190489,
+    #179291): seen as rank 1 dying while rank 0 was saving, in 3 of 15 runs of the suite. A failed
+    rank does not wait (the launcher stops the job). No torch.distributed imported: nothing to do."""
     dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if finished:
+        wait_for_every_rank(dist)
+    dist.destroy_process_group()
+
+
+def wait_for_every_rank(dist: Any) -> None:
+    """A barrier with a deadline where gloo offers one (a rank that failed elsewhere is reported,
+    not waited for forever); NCCL's plain barrier."""
+    from datetime import timedelta
+
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(minutes=10))
+        else:
+            dist.barrier()
+    except RuntimeError:  # another rank failed: the launcher reports it and stops the job
+        pass
 
 
 def _silent(*_: Any) -> None:
