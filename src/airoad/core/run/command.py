@@ -134,7 +134,7 @@ def close_process_group(finished: bool) -> None:
     process group is torn down while the interpreter is whole. Rank 0 writes the run's files after
     the last collective; a rank that exited meanwhile aborted at interpreter exit, its gloo threads
     still holding tensors (SIGABRT, "terminate called without an active exception"; pytorch#190489,
-    #179291): seen as rank 1 dying while rank 0 was saving, in 3 of 15 runs of the suite. A failed
+    #179291): seen as rank 1 dying while rank 0 was saving, in 3 of 19 suite runs. A failed
     rank does not wait (the launcher stops the job). No torch.distributed imported: nothing to do."""
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
