@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from airoad.core.base.errors import UserError
+from airoad.core.base.errors import UserError, problems_of
 from airoad.core.base.io import write_jsonl
 from airoad.core.base.options import opt, overwrite_opt, seed_opt
 from airoad.core.data.chat_data import Conversation, read_rows, to_conversation
@@ -65,7 +65,6 @@ class Split:
     shared_groups: int  # groups of 2+ rows, each kept on one side
     rows_in_shared: int = 0
     target: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def prompt_key(conv: Conversation) -> str:
@@ -143,8 +142,4 @@ def run(cfg: SplitConfig, inv: object = None) -> Split:
 
 def split_problems(cfg: SplitConfig) -> list[str]:
     """Every problem of the input and of the split asked for, before any output is held."""
-    try:
-        split_rows(read_split_input(cfg.dataset_path)[1], cfg)
-    except UserError as e:
-        return e.problems
-    return []
+    return problems_of(lambda: split_rows(read_split_input(cfg.dataset_path)[1], cfg))

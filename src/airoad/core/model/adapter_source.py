@@ -211,15 +211,16 @@ def resolve_source(
     if why := safetensors_problem(adir / ADAPTER_WEIGHTS):  # after the config: what it names comes first
         raise LoadError(f"{flag} {adir / ADAPTER_WEIGHTS}: {why}; train again or restore the file")
     has_tok = (adir / "tokenizer_config.json").is_file()
-    dev = run.get("dev_path")
-    if isinstance(dev, str) and dev and not Path(dev).is_file():
+    dev = run.get("dev_path") if isinstance(run.get("dev_path"), str) else None
+    dev_here = bool(dev) and Path(dev).is_file()
+    if dev and not dev_here:
         notes.append(f"note: the run's dev_path {dev} ({adir / RUN_CONFIG}) is not found from here")
     return Source(
         base=base,
         base_from=base_from,
         adapters=adir,
         system_prompt=run.get("system_prompt") or None,
-        dev_path=dev if isinstance(dev, str) and dev and Path(dev).is_file() else None,
+        dev_path=dev if dev_here else None,
         tokenizer_from=str(adir) if has_tok else base,
         adapter_config=acfg,
         notes=notes,
