@@ -61,11 +61,13 @@ def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_pat
     write_jsonl(tmp_path / "my_chats.jsonl", rows + CHAT_ROWS)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")  # the README's config path, as in a clone
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/anchor").symlink_to(REPO / "data/anchor")  # the config's KL anchors, as in a clone
     added = {
         ("data", "stats"): ["--base_model", str(tiny_model_dir)],
         ("data", "split"): [],
-        ("train",): ["--base_model", str(tiny_model_dir), "--max_steps", "2", "--eval_every_steps", "1",
-                     "--max_seq_len", "128", "--max_minutes", "0"],
+        ("train",): ["--base_model", str(tiny_model_dir), "--epochs", "1", "--eval_every_steps", "1",
+                     "--max_seq_len", "128", "--max_minutes", "0", "--kl_anchor_examples", "4"],
         ("compare",): ["--max_new_tokens", "4"],
         ("export", "gguf"): [],
     }  # fmt: skip
@@ -79,12 +81,13 @@ def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_pat
     train = [json.loads(x) for x in (tmp_path / "data/my_train.jsonl").read_text().splitlines()]
     dev = [json.loads(x) for x in (tmp_path / "data/my_dev.jsonl").read_text().splitlines()]
     assert len(train) + len(dev) == 24 and dev
-    info = json.loads((tmp_path / "outputs/my_probe/run_info.json").read_text())
+    info = json.loads((tmp_path / "outputs/my_run/run_info.json").read_text())
     assert info["data"]["stats"]["kept"] == len(train)  # every row: no 96-row subset
+    assert f"length: 1 epoch of {len(train)} examples at 8 per step = {-(-len(train) // 8)} steps" in out
     assert "prompts: the run's dev set data/my_dev.jsonl" in out  # compare judged on the held-out rows
-    report = json.loads((tmp_path / "reports/my_probe/compare.json").read_text())
+    report = json.loads((tmp_path / "reports/my_run/compare.json").read_text())
     assert report["prompts"] == "data/my_dev.jsonl" and report["n_prompts"] == len(dev)
-    assert list((tmp_path / "exports/my_probe").glob("*.gguf"))
+    assert list((tmp_path / "exports/my_run").glob("*.gguf"))
 
 
 def test_a_users_training_file_with_the_configs_dev_file_is_named_before_the_run(

@@ -262,7 +262,7 @@ def test_markdown_slice_is_linear_in_the_answer_length(tmp_path, capsys):
                 str(src),
                 "--out",
                 str(tmp_path / "md.jsonl"),
-                "--limit",
+                "--n",
                 "0",
             ]
         )

@@ -292,9 +292,7 @@ def test_slice_picks_only_rewritable_rows_seeded_in_file_order(tmp_path, capsys)
     assert len(by_turns) == len(originals)
     picks, printed = {}, {}
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        rows, printed[name] = slice_of(
-            capsys, src, tmp_path / f"{name}.jsonl", "--limit", "25", "--seed", seed
-        )
+        rows, printed[name] = slice_of(capsys, src, tmp_path / f"{name}.jsonl", "--n", "25", "--seed", seed)
         assert len(rows) == 25 and all(set(r) == {"messages"} for r in rows)
         picks[name] = [by_turns[json.dumps(r["messages"][:-1])] for r in rows]
         assert picks[name] == sorted(picks[name]) and set(picks[name]) <= set(candidates)  # file order
@@ -305,7 +303,7 @@ def test_slice_picks_only_rewritable_rows_seeded_in_file_order(tmp_path, capsys)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert picks["a"] != picks["c"]
     assert f"{len(candidates)} of {len(originals)} conversations" in printed["a"]
-    assert f"picked 25 of the {len(candidates)} rewritable (--limit 25, seed 1)" in printed["a"]
+    assert f"picked 25 of the {len(candidates)} rewritable (--n 25, seed 1)" in printed["a"]
     skipped = [int(n) for n in re.findall(r"(?m)^  skipped +(\d+)  ", printed["a"])]
     assert len(skipped) == 5 and sum(skipped) + len(candidates) == len(originals)  # counts add up
     assert len(read_rows(tmp_path / "a.jsonl")) == 25  # the training validator accepts the output
@@ -314,11 +312,11 @@ def test_slice_picks_only_rewritable_rows_seeded_in_file_order(tmp_path, capsys)
 def test_slice_limit_above_the_rewritable_takes_them_all_and_says_so(tmp_path, capsys):
     src = BUNDLED[0]
     n = len(rewritable_lines(src))
-    assert n < 60  # the bundled set: fewer rewritable answers than the documented --limit 60
-    rows, printed = slice_of(capsys, src, tmp_path / "md.jsonl", "--limit", "60", "--seed", "42")
+    assert n < 60  # the bundled set: fewer rewritable answers than the documented --n 60
+    rows, printed = slice_of(capsys, src, tmp_path / "md.jsonl", "--n", "60", "--seed", "42")
     assert len(rows) == n
-    assert f"picked all {n} rewritable: --limit 60 asked for more than the file has" in printed
-    rows0, printed0 = slice_of(capsys, src, tmp_path / "md0.jsonl", "--limit", "0")
+    assert f"picked all {n} rewritable: --n 60 asked for more than the file has" in printed
+    rows0, printed0 = slice_of(capsys, src, tmp_path / "md0.jsonl", "--n", "0")
     assert rows0 == rows and f"picked all {n} rewritable\n" in printed0
     assert all(
         has_heading(r["messages"][-1]["content"]) and has_list(r["messages"][-1]["content"]) for r in rows
@@ -337,7 +335,7 @@ def test_slice_counts_each_skip_reason_and_wraps_alpaca(tmp_path, capsys):
         {"instruction": "Why boil eggs in hot water?", "input": "", "output": plain},
     ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
-    got, text = slice_of(capsys, src, tmp_path / "out.jsonl", "--limit", "0")
+    got, text = slice_of(capsys, src, tmp_path / "out.jsonl", "--n", "0")
     assert "2 of 7 conversations" in text
     for count, reason in (
         (1, "already structured"),
@@ -629,7 +627,7 @@ def test_missing_required_options_all_reported(capsys):
     ]
     rc, _, err = run(capsys, "mix")
     assert rc == 2 and err.startswith("error: --inputs is required") and "error: --out is required" in err
-    rc, _, err = run(capsys, "markdown-slice", "--limit", "5")
+    rc, _, err = run(capsys, "markdown-slice", "--n", "5")
     assert rc == 2 and err.count("is required") == 2
 
 
@@ -661,4 +659,8 @@ def test_script_shims(tmp_path, script, args, rows):
         cwd=REPO,
         timeout=60,
     )
-    assert res.returncode == 2 and res.stderr.startswith("error: --out") and "Traceback" not in res.stderr
+    assert (
+        res.returncode == 2
+        and res.stderr.splitlines()[-1].startswith("error: --out")
+        and "Traceback" not in res.stderr
+    )

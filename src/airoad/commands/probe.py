@@ -1,10 +1,11 @@
-"""`airoad probe --config TRAIN.yaml [--set KEY=VALUE ...]`: its own argv (the train YAML, --set)."""
+"""`airoad probe --config TRAIN.yaml [--set KEY=VALUE ...]`: --config is the train YAML it runs."""
 
 from airoad.core.base.commands import Command
 from airoad.probe.run import run
+from airoad.probe.schema import ProbeConfig
 
 COMMAND = Command(
-    None,
+    ProbeConfig,
     run,
     "train, then compare + style eval (base vs tuned, drift); one probe_report.md to decide from",
 )

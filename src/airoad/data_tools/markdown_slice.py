@@ -1,6 +1,6 @@
 """`airoad data markdown-slice`: conversations whose final answers are rewritten into Markdown.
 
-    airoad data markdown-slice --dataset_path data/sft/example_train.jsonl --out data/sft/x_md.jsonl --limit 60 [--seed 42]
+    airoad data markdown-slice --dataset_path data/sft/example_train.jsonl --out data/sft/x_md.jsonl --n 60 [--seed 42]
 
 Contract:
 
@@ -8,9 +8,9 @@ Contract:
   :func:`airoad.data_tools.markdown_rewrite.restructure`. Those it rewrites (prose of three or more
   sentences, or inline steps) are the candidates; the others are skipped, counted per reason
   (already structured, code, verse or table, requested text, too short) and printed.
-- Up to ``limit`` candidates are picked (``limit`` 0 or not below their number: all of them; else a
+- Up to ``n`` candidates are picked (``n`` 0 or not below their number: all of them; else a
   seeded random subset), kept in file order, so the same seed gives a byte-identical file. When
-  fewer candidates exist than ``limit`` asks for, the slice has them all and a line says so; none at
+  fewer candidates exist than ``n`` asks for, the slice has them all and a line says so; none at
   all is an error (an empty slice would only dilute a mix).
 - The written slice holds ONLY rewritten conversations: its one purpose is the nudge towards
   headings and lists. The original prose rows reach training through the mix step
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from airoad.core.base.errors import UserError
 from airoad.core.base.io import write_jsonl
-from airoad.core.base.options import opt, overwrite_opt, seed_opt
+from airoad.core.base.options import count_opt, opt, overwrite_opt, seed_opt
 from airoad.core.data.chat_data import read_rows, seeded_subset, to_conversation
 from airoad.data_tools.common import chatml_row
 from airoad.data_tools.markdown_rewrite import (
@@ -63,9 +63,7 @@ class SliceConfig:
         io="out_file",
         required="the JSONL file to write",
     )
-    limit: int = opt(
-        60, "Rewritten conversations to pick (seeded random subset, file order kept; 0 = all).", min=0
-    )
+    n: int = count_opt("rewritten conversations", 60, " 60: a slice to mix into training, not all of it.")
     seed: int = seed_opt("Seed for the pick: the same seed gives a byte-identical file.")
     overwrite: bool = overwrite_opt()
 
@@ -109,8 +107,8 @@ def build_slice(cfg: SliceConfig) -> Slice:
             f"--dataset_path {cfg.dataset_path}: no final answer can be rewritten into Markdown ({why}); "
             "give a file with prose answers of three or more sentences"
         )
-    # Seeded over the candidates only, so --limit counts rewritten rows; sorted, so file order stays.
-    picked = seeded_subset(candidates, cfg.limit, cfg.seed)
+    # Seeded over the candidates only, so --n counts rewritten rows; sorted, so file order stays.
+    picked = seeded_subset(candidates, cfg.n, cfg.seed)
     return Slice(picked, skipped, len(rows), len(candidates))
 
 
@@ -123,10 +121,10 @@ def run(cfg: SliceConfig, inv: object = None) -> Slice:
     )
     for kind, why in SKIP_REASONS.items():
         print(f"  skipped {s.skipped[kind]:>4}  {why}")
-    if 0 < cfg.limit < s.rewritable:
-        print(f"picked {len(s.rows)} of the {s.rewritable} rewritable (--limit {cfg.limit}, seed {cfg.seed})")
-    elif cfg.limit > s.rewritable:
-        print(f"picked all {s.rewritable} rewritable: --limit {cfg.limit} asked for more than the file has")
+    if 0 < cfg.n < s.rewritable:
+        print(f"picked {len(s.rows)} of the {s.rewritable} rewritable (--n {cfg.n}, seed {cfg.seed})")
+    elif cfg.n > s.rewritable:
+        print(f"picked all {s.rewritable} rewritable: --n {cfg.n} asked for more than the file has")
     else:
         print(f"picked all {s.rewritable} rewritable")
     print(f"wrote {len(s.rows)} rewritten conversations to {cfg.out}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from airoad.core.base import runkeys as core
-from airoad.core.base.options import opt
+from airoad.core.base.options import ADAPTERS_HELP, opt
 from airoad.core.base.runkeys import redefault
 
 METHODS = ("dpo", "orpo", "kto")
@@ -43,7 +43,7 @@ class PrefConfig(core.RunKeys):
     )
     init_adapter: str | None = opt(
         None,
-        "An airoad run dir: its adapter is the starting policy and (dpo/kto) the reference; the LoRA "
+        ADAPTERS_HELP + " Its adapter is the starting policy and (dpo/kto) the reference; the LoRA "
         "keys then come from it. Unset: a fresh LoRA/DoRA on base_model, and the reference is the base.",
         io="adapters",
     )

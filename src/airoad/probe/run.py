@@ -5,7 +5,7 @@
 The steps are the commands a user would type, run in this process through :func:`airoad.cli.main`:
 
 1. ``airoad train --config FILE`` plus ``--KEY VALUE`` for every ``--set KEY=VALUE``;
-2. ``airoad compare`` on ``--compare_n`` prompts of ``--prompts`` (default the bundled dev set);
+2. ``airoad compare`` on ``--compare_n`` prompts of ``--prompts`` (default: the run's dev set);
 3. ``airoad eval`` on ``--n`` prompts of ``--prompts`` (with ``--expect`` when given);
 4. with ``--general_prompts``: ``airoad eval`` on ``--general_n`` of them (drift away from the data).
 
@@ -36,7 +36,6 @@ import json
 import re
 import shlex
 import tempfile
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +44,9 @@ from typing import Any
 import yaml
 
 from airoad.cli import main as airoad
-from airoad.core.base.errors import UserError
+from airoad.core.base.errors import UserError, problems_of
 from airoad.core.base.io import write_text
-from airoad.core.base.options import ConfigError, default_of, default_text, load_config, read_yaml_mapping
+from airoad.core.base.options import ConfigError, default_of, read_yaml_mapping
 from airoad.core.base.outputs import acquire_lock, record, recorded, release_lock
 from airoad.core.base.runkeys import RunKeys
 from airoad.infer.prompts import load_prompts
@@ -67,7 +66,6 @@ PROBE_FILES = {
 # step -> its JSON report in the step folder
 REPORTS = {"compare": "compare/compare.json", "eval": "eval.json", "eval_general": "eval_general.json"}
 TRAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-USAGE = "usage: airoad probe --config TRAIN.yaml [--set KEY=VALUE ...] [options]"
 
 
 class StepFailed(Exception):
@@ -92,44 +90,6 @@ class Plan:
         """The names this probe writes into output_dir."""
         skip = set() if self.cfg.general_prompts else {"probe_eval_general.json"}
         return [name for name in PROBE_FILES if name not in skip]
-
-
-def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
-    """(the train YAML of ``--config``, the other arguments with every ``--set`` merged into one).
-
-    ``--config`` names the train YAML, not a probe config, so it never reaches ``load_config``; and
-    argparse keeps only the last of repeated ``--set`` flags, so their values are gathered here.
-    Raises ConfigError (one line per problem)."""
-
-    train_yaml, sets, rest, problems = None, [], [], []
-    i = 0
-    while i < len(argv):
-        name, eq, value = argv[i].partition("=")
-        if name not in ("--config", "--set"):
-            rest.append(argv[i])
-        elif name == "--config":
-            if not eq and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
-                problems.append(
-                    "--config needs the train YAML, e.g. --config configs/slm/qwen05b_lora_fast_plain.yaml"
-                )
-            else:
-                if not eq:
-                    i, value = i + 1, argv[i + 1]
-                if train_yaml is not None:
-                    problems.append(f"--config given twice ({train_yaml}, {value}); give one train YAML")
-                train_yaml = value
-        else:
-            values = [value] if eq else []
-            while not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                i += 1
-                values.append(argv[i])
-            if not values:
-                problems.append("--set needs KEY=VALUE, e.g. --set max_steps=20")
-            sets += values
-        i += 1
-    if problems:
-        raise ConfigError(problems)
-    return train_yaml, rest + (["--set", *sets] if sets else [])
 
 
 def train_overrides(items: list[str]) -> dict[str, str]:
@@ -205,28 +165,24 @@ def foreign_probe_files(out: Path, names: list[str]) -> list[str]:
     ]
 
 
-def make_plan(argv: list[str]) -> Plan:
-    """Parse and check everything the probe can check before training; UserError (one line per
-    problem) otherwise. Reads the YAML and the prompt files; writes nothing."""
+def make_plan(cfg: ProbeConfig, argv: list[str]) -> Plan:
+    """Check everything the probe can check before training; UserError (one line per problem)
+    otherwise. ``argv``: the probe's arguments as typed (the report's first command). Reads the
+    YAML and the prompt files; writes nothing."""
 
-    train_yaml, rest = split_argv(argv)
-    cfg, _ = load_config(ProbeConfig, rest, prog="airoad probe")
-    if train_yaml is None:
-        raise ConfigError(
-            "--config is required: the train YAML, e.g. --config configs/slm/qwen05b_lora_fast_plain.yaml"
-        )
-    overrides = train_overrides(cfg.set)
-    out = run_output_dir(read_train_yaml(train_yaml), overrides)
-    problems = []
+    problems: list[str] = []
+    try:
+        overrides = train_overrides(cfg.set)
+        out = run_output_dir(read_train_yaml(cfg.config), overrides)
+    except UserError as e:
+        problems, overrides, out = e.problems, {}, None
     for path, n in ((cfg.prompts, cfg.n), (cfg.general_prompts, cfg.general_n)):
         if path:
-            try:
-                load_prompts(path, n, cfg.seed)  # a bad prompt file fails now, not after training
-            except UserError as e:
-                problems += e.problems
-    train_argv = ["train", "--config", train_yaml, *train_flags(overrides)]
-    plan = Plan(cfg, list(argv), train_yaml, train_argv, out)
-    problems += foreign_probe_files(out, plan.writes())
+            problems += problems_of(load_prompts, path, n, cfg.seed)  # now, not after training
+    train_argv = ["train", "--config", cfg.config, *train_flags(overrides)]
+    plan = Plan(cfg, list(argv), cfg.config, train_argv, out or Path())
+    if out is not None:
+        problems += foreign_probe_files(out, plan.writes())
     if problems:
         raise UserError(problems)
     return plan
@@ -251,9 +207,10 @@ def step_argvs(plan: Plan, where: Callable[[str], str]) -> dict[str, list[str]]:
     temporary folder when it runs them, a folder beside the run dir in the report's commands)."""
     cfg, adapters = plan.cfg, str(plan.out)
     gen = generation_flags(cfg)
+    prompts = ["--prompts", cfg.prompts] if cfg.prompts else []  # unset: the run's own dev set
     steps = {
-        "compare": ["compare", "--adapters", adapters, "--prompts", cfg.prompts, "--n", str(cfg.compare_n)],
-        "eval": ["eval", "--adapters", adapters, "--prompts", cfg.prompts, "--n", str(cfg.n)],
+        "compare": ["compare", "--adapters", adapters, *prompts, "--n", str(cfg.compare_n)],
+        "eval": ["eval", "--adapters", adapters, *prompts, "--n", str(cfg.n)],
     }
     steps["compare"] += [*gen, "--out", where("compare")]
     steps["eval"] += [*(["--expect", cfg.expect] if cfg.expect else []), *gen, "--out", where("eval.json")]
@@ -365,38 +322,11 @@ def commands(plan: Plan, shown: dict[str, list[str]]) -> list[tuple[str, str]]:
     return rows
 
 
-def help_text() -> str:
-    """`airoad probe --help`: --config, then every ProbeConfig option with its help and default."""
-
-    lines = [
-        USAGE,
-        "",
-        "Train, then compare and style eval (base vs tuned, drift) on dev prompts; writes probe_report.md",
-        "into the run's output_dir (the YAML's output_dir, or --set output_dir=DIR).",
-        "",
-        "  --config FILE",
-        "      The train YAML (required), exactly as `airoad train --config FILE` takes it.",
-    ]
-    own = set(vars(ProbeConfig).get("__annotations__", {}))
-    fields = sorted(dataclasses.fields(ProbeConfig), key=lambda f: f.name not in own)  # the probe's first
-    for f in fields:
-        meta = f.metadata
-        metavar = meta.get(
-            "metavar", type(default_of(f)).__name__.upper() if f.default is not None else "STR"
-        )
-        extra = f" One of: {', '.join(meta['choices'])}." if "choices" in meta else ""
-        text = f"{meta['help']}{extra} ({default_text(f)})"
-        lines += [
-            f"  --{f.name} {metavar}",
-            *textwrap.wrap(text, 100, initial_indent=" " * 6, subsequent_indent=" " * 6),
-        ]
-    return "\n".join(lines)
-
-
-def probe(argv: list[str], printer: Callable[[str], None] = print) -> int:
-    """The whole probe; returns the exit status (a failed step's own, 0 when the page is written).
-    User mistakes raise UserError before anything trains."""
-    plan = make_plan(argv)
+def run(cfg: ProbeConfig, inv: Any) -> int:
+    """The whole probe, as the core runs it; returns the exit status (a failed step's own, 0 when
+    the page is written). User mistakes raise UserError before anything trains."""
+    plan = make_plan(cfg, inv.argv)
+    printer = inv.printer
     printer(f"probe: run dir {plan.out}; writes {', '.join(plan.writes())} there")
     try:
         run_step("train", plan.train_argv, printer)
@@ -406,11 +336,3 @@ def probe(argv: list[str], printer: Callable[[str], None] = print) -> int:
         return e.status
     printer(f"\nprobe: wrote {report} (and {', '.join(n for n in plan.writes() if n != REPORT)})")
     return 0
-
-
-def run(argv: list[str], inv: Any) -> int:
-    """`airoad probe` as the core runs it (it parses its own argv: the train YAML and --set)."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        return 0
-    return probe(argv, inv.printer)

@@ -29,8 +29,7 @@ from airoad.core.base.errors import CheckFailed, UserError
 class Command:
     """A command as it declares itself.
 
-    ``schema``: its options dataclass (None: ``run`` parses argv itself, as the probe does);
-    ``run(cfg, inv)``: the work, returning the exit status (None means 0); ``summary``: one line
+    ``schema``: its options dataclass; ``run(cfg, inv)``: the work, returning the exit status (None means 0); ``summary``: one line
     for the command table and ``--help``; ``writer``: the name its directory outputs are recorded
     under (``--overwrite`` never replaces another writer's output); ``argv``: a rewrite of argv
     before parsing (a positional file); ``inputs``: paths the command reads that no field declares
@@ -39,7 +38,7 @@ class Command:
     command's own read-only checks of its inputs (a data file's rows), one line per problem, so
     every problem is reported at once, before anything loads or is written."""
 
-    schema: type | None
+    schema: type
     run: Callable[..., int | None]
     summary: str
     writer: str | None = None
@@ -53,9 +52,10 @@ class Command:
 class Invocation:
     """What the core hands a command's ``run``: its name, where each option's value came from, the
     resolved model inputs (``source``: base, adapters, tokenizer, run system prompt, or None), every
-    input path, and the printer (silent on ranks other than 0)."""
+    input path, the printer (silent on ranks other than 0) and the arguments as typed."""
 
     prog: str
+    argv: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     source: Any = None
     inputs: list[tuple[str, Path]] = field(default_factory=list)

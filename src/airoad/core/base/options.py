@@ -61,6 +61,17 @@ def seed_opt(help: str) -> Any:
     return opt(SEED_DEFAULT, help, min=0, max=SEED_MAX)
 
 
+ALL = 0  # a count option's "every one"
+
+
+def count_opt(what: str, default: int = ALL, why: str = "") -> Any:
+    """The ``--n`` option of every command that reads a subset: a seeded (``--seed``) random
+    subset of ``what``, kept in file order; every one unless a command has a reason (``why``)."""
+    return opt(
+        default, f"Use a seeded random subset of this many {what}, in file order (0 = all).{why}", min=0
+    )
+
+
 OVERWRITE_HELP = (
     "Replace an existing output: the file named as the output, or in an output directory only what "
     "airoad wrote there (its manifest; anything else there is refused). Inputs are never written."
@@ -90,6 +101,15 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
 
 
 IO_ROLES = ("input", "base", "adapters", "out_file", "out_dir", "run_dir")
+# how --help names the value of a path option, by its role
+IO_METAVARS = {
+    "input": "PATH",
+    "base": "MODEL",
+    "adapters": "RUN_DIR",
+    "out_file": "FILE",
+    "out_dir": "DIR",
+    "run_dir": "DIR",
+}
 
 
 def input_keys(schema: Any) -> list[str]:
@@ -107,12 +127,23 @@ def default_of(f: dataclasses.Field) -> Any:
     return f.default
 
 
+# The words every command uses for the model it reads (--base_model) and a tune (--adapters, and
+# pref's --init_adapter: the same forms, another role).
+BASE_HELP = (
+    "Base model (hub id or local dir). Optional with --adapters: read from the adapter dir's "
+    "run_config.yaml (base_model), else adapter_config.json (base_model_name_or_path)."
+)
+ADAPTERS_HELP = (
+    "A run's output_dir or any PEFT adapter dir (adapter_config.json + adapter_model.safetensors)."
+)
+
 # One name per concept across every command, declared here once: {old spelling: its name now}. A
 # schema with a field named by a value accepts the old spelling too (flag or YAML key), and the
 # run prints the name to use (alias_notes), so nothing a user wrote breaks.
 ALIASES = {
     "base": "base_model",  # merge, compare, eval, export, data pairs took --base
     "infile": "dataset_path",  # data stats, markdown-slice and pairs took --infile
+    "limit": "n",  # markdown-slice took --limit
 }
 
 
@@ -333,18 +364,26 @@ def field_types(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)
 
 
+def owns_config(schema: type) -> bool:
+    """Whether ``schema`` declares ``config`` itself (the probe: the train YAML it runs), so that
+    ``--config`` is that option and not the YAML of this command's own options."""
+    return any(f.name == "config" for f in dataclasses.fields(schema))
+
+
 def _build_parser(schema: type, prog: str, description: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, allow_abbrev=False)
-    parser.add_argument("--config", metavar="FILE", help="YAML config; flags override its values.")
+    if not owns_config(schema):
+        parser.add_argument("--config", metavar="FILE", help="YAML config; flags override its values.")
     types_ = field_types(schema)
-    for f in dataclasses.fields(schema):
+    # required options first: --help and the usage line open with what must be given
+    for f in sorted(dataclasses.fields(schema), key=lambda f: "required" not in f.metadata):
         base, _ = _base_type(types_[f.name])
         item = list_item_type(types_[f.name])
         meta = f.metadata
         extra = f" One of: {', '.join(map(str, meta['choices']))}." if "choices" in meta else ""
-        shape: dict[str, Any] = {"metavar": base.__name__.upper()}
-        if item is not None:
-            shape = {"metavar": item.__name__.upper(), "nargs": "+"}
+        shape: dict[str, Any] = {"metavar": IO_METAVARS.get(meta.get("io"), base.__name__.upper())}
+        if item is not None:  # repeated flags add up: --set a=1 --set b=2 is --set a=1 b=2
+            shape = {"metavar": item.__name__.upper(), "nargs": "+", "action": "extend"}
         elif base is bool:
             # a bare `--flag` means true; `--flag false` still works
             shape = {"metavar": "BOOL", "nargs": "?", "const": "true"}
@@ -380,11 +419,11 @@ def load_config(
     problems = _unknown_flags(unknown, list(fields), prog)
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {name: "default" for name in fields}
-    if known.config:
-        problems += _read_yaml_values(Path(known.config), list(fields), raw, sources)
+    options_yaml = None if owns_config(schema) else vars(known).pop("config", None)
+    if options_yaml:
+        problems += _read_yaml_values(Path(options_yaml), list(fields), raw, sources)
     for key, value in vars(known).items():
-        if key != "config":
-            raw[key], sources[key] = value, typed.get(key, f"--{key}")
+        raw[key], sources[key] = value, typed.get(key, f"--{key}")
     values = _checked_values(schema, raw, sources, problems)
     missing = missing_required(schema, values, raw)
     if problems:

@@ -92,8 +92,6 @@ def dispatch(argv: list[str], words: tuple[str, ...] = ()) -> int:
 def run_command(cmd: Command, argv: list[str], prog: str) -> int:
     """Run ``cmd`` on ``argv`` the one way (module docstring); returns the exit status."""
     printer = print if rank() == 0 else _silent
-    if cmd.schema is None:
-        return run_guarded(lambda: cmd.run(argv, Invocation(prog=prog, printer=printer)))
 
     def body() -> int | None:
         started = time.time()  # a run's setup time counts from here, parsing included
@@ -102,7 +100,7 @@ def run_command(cmd: Command, argv: list[str], prog: str) -> int:
         if rank() == 0:  # on stderr: stdout may be a report (data stats --json)
             for note in alias_notes(sources):
                 print(note, file=sys.stderr)
-        inv = Invocation(prog=prog, sources=sources, printer=printer, started=started)
+        inv = Invocation(prog, list(argv), sources, printer=printer, started=started)
         model_problems: list[str] = []
         try:
             inv.source, inv.inputs = resolve_inputs(cfg, inv, cmd)

@@ -95,10 +95,8 @@ def epochs_to_steps(cfg: Any, n_examples: int) -> str | None:
         return None
     per_step = cfg.per_device_batch_size * cfg.grad_accum * world()[1]
     cfg.max_steps = max(1, math.ceil(cfg.epochs * n_examples / per_step))
-    return (
-        f"length: {cfg.epochs:g} epochs of {n_examples} examples at {per_step} per step = "
-        f"{cfg.max_steps} steps"
-    )
+    epochs = f"{cfg.epochs:g} epoch{'' if cfg.epochs == 1 else 's'}"
+    return f"length: {epochs} of {n_examples} examples at {per_step} per step = {cfg.max_steps} steps"
 
 
 def open_model(cfg: Any) -> tuple[ModelSource, Any]:

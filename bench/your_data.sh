@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# bash bench/your_data.sh [WORK_DIR]
+#
+# The README's "Your own data" path on the real model, with configs/slm/qwen05b_your_data.yaml as
+# shipped: 160 GSM8K train rows (400-559, none of the recipes' rows) as a user's my_chats.jsonl ->
+# `airoad data stats` -> `airoad data split` (a seeded tenth held out) -> `airoad train` -> `airoad
+# eval --expect` on the run's own dev set and on 32 held-out GSM8K test questions (greedy, 256 new
+# tokens). Needs the real model (../shared/tools/get-real-qwen) and ../shared/data. Prints each
+# step's wall time; docs/recipes.md s.5 holds the numbers.
+set -euo pipefail
+MODEL=${AIROAD_REAL_MODEL:-$HOME/.cache/airoad/real-qwen2.5-0.5b}
+SHARED=$(cd "$(dirname "$0")/../../shared" && pwd)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+W=${1:-/tmp/airoad_your_data}
+mkdir -p "$W" && cd "$W"
+ln -sfn "$REPO/configs" configs && mkdir -p data && ln -sfn "$REPO/data/anchor" data/anchor
+EXPECT='####\s*-?\d'
+t() { local s=$SECONDS; "$@"; echo "TIME $(( SECONDS - s ))s: $*" | cut -c1-160 | tee -a times.txt; }
+
+python - "$SHARED/data" <<'PY'
+import json, re, sys
+from pathlib import Path
+src = Path(sys.argv[1])
+calc = re.compile(r"<<[^>]*>>")
+def rows(name, lo, hi):
+    for line in (src / name).read_text().splitlines()[lo:hi]:
+        r = json.loads(line)
+        yield json.dumps({"messages": [{"role": "user", "content": r["question"].strip()},
+                                       {"role": "assistant", "content": calc.sub("", r["answer"]).strip()}]})
+for out, name, lo, hi in [("my_chats.jsonl", "gsm8k_train.jsonl", 400, 560), ("test32.jsonl", "gsm8k_test.jsonl", 0, 32)]:
+    if not Path(out).exists():
+        Path(out).write_text("\n".join(rows(name, lo, hi)) + "\n")
+PY
+
+t airoad data stats my_chats.jsonl --base_model "$MODEL"
+[ -e data/my_train.jsonl ] || t airoad data split --dataset_path my_chats.jsonl --train_out data/my_train.jsonl --dev_out data/my_dev.jsonl
+[ -e outputs/my_run/adapter_model.safetensors ] || t airoad train --config configs/slm/qwen05b_your_data.yaml --base_model "$MODEL"
+[ -e reports/dev.json ] || t airoad eval --adapters outputs/my_run --expect "$EXPECT" --out reports/dev.json --batch_size 16
+[ -e reports/test32.json ] || t airoad eval --adapters outputs/my_run --prompts test32.jsonl --expect "$EXPECT" --out reports/test32.json --batch_size 16
+python - <<'PY'
+import json
+for name in ("dev", "test32"):
+    r = json.load(open(f"reports/{name}.json"))
+    print(name, {side: {k: r["summary"][side].get(k) for k in ("n", "pct_expect")} for side in r["summary"]},
+          "drift", r.get("drift"))
+PY
