@@ -109,21 +109,3 @@ def test_a_users_training_file_with_the_configs_dev_file_is_named_before_the_run
     assert cli([*argv[:-4], "--max_minutes", "0", "--output_dir", str(tmp_path / "run2")]) == 0
     out = capsys.readouterr().out
     assert f"note: dev_path data/sft/example_dev.jsonl ({config}:" in out and "airoad data split" in out
-
-
-def test_the_readme_speed_line_quotes_the_current_benchmark_table():
-    """README's speed and memory figures are BENCHMARKS.md's current table's, not an older run's."""
-    bench = (REPO / "BENCHMARKS.md").read_text()
-    table = bench.split("<!-- bench:begin -->", 1)[1].split("<!-- bench:end -->", 1)[0]
-    rows = {
-        cells[0]: cells
-        for line in table.splitlines()
-        if line.startswith("| ") and not line.startswith("| variant")
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
-    lora, lora_d0, kl = rows["lora"], rows["lora_d0"], rows["lora_kl"]
-    flat = " ".join(README.split())
-    assert f"airoad LoRA trains at {lora[3]}x TRL's tokens/s" in flat
-    assert f"({lora_d0[3]}x at dropout 0" in flat and f"in {lora[5]}x TRL's peak memory" in flat
-    assert f"KL to the base computed online {kl[7]}x" in flat
-    assert "CPU: AMD EPYC (flags: avx2 avx512f avx512_bf16" in table and "avx512_bf16" in flat
