@@ -148,11 +148,6 @@ def render(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def positional_infile(argv: list[str]) -> list[str]:
-    """`airoad data stats FILE ...` means `--dataset_path FILE ...`."""
-    return ["--dataset_path", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
-
-
 def run(cfg: StatsConfig, inv: Any = None) -> None:
     """Print the stats of ``cfg.dataset_path`` (text, or one JSON object with --json)."""
     stats = collect(cfg)

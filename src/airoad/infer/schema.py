@@ -160,3 +160,42 @@ class PairsConfig(Generation):
                 "give --adapters (a run's output_dir) and/or --base_model (the model that answers)"
             )
         return problems + regex_problems("--reject_unless", self.reject_unless)
+
+
+@dataclass
+class ChatConfig:
+    adapters: str | None = opt(
+        None,
+        ADAPTERS_HELP + " The tuned side; `airoad chat RUN_DIR` is the same as --adapters RUN_DIR.",
+        io="adapters",
+    )
+    base_model: str | None = opt(
+        None, BASE_HELP + " Alone (no --adapters): chat with the base model only.", io="base"
+    )
+    side: str = opt(
+        "tuned",
+        "Which side answers first (/base and /tuned switch; base alone: base).",
+        choices=("tuned", "base"),
+    )
+    system_prompt: str | None = opt(
+        None, 'System turn of the chat; default: the run\'s system_prompt; "" = the chat template default.'
+    )
+    max_new_tokens: int = opt(512, "Most tokens generated per answer.", min=1)
+    temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
+    top_p: float = opt(
+        1.0, "With --temperature > 0: sample from the smallest set of tokens holding this mass.", gt=0, max=1
+    )
+    seed: int = seed_opt("Seed of sampling: the n-th answer of a session is seeded with seed + n.")
+    device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
+    dtype: str = opt(
+        "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
+    )
+    trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.base_model and not self.adapters:
+            problems.append(
+                "give a run dir (`airoad chat RUN_DIR`) and/or --base_model (a model to chat with)"
+            )
+        return problems

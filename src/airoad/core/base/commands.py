@@ -107,3 +107,13 @@ def usage(table: dict[str, str], prog: str = "airoad", noun: str = "command") ->
         lines[0] += f"\n       {prog} --version"
     lines += [f"  {name:<{width}}  {help_}" for name, help_ in table.items()]
     return "\n".join(lines)
+
+
+def positional(key: str) -> Callable[[list[str]], list[str]]:
+    """A ``Command.argv`` rewrite: ``airoad CMD VALUE ...`` means ``airoad CMD --KEY VALUE ...``
+    (``airoad data stats FILE``, ``airoad chat RUN_DIR``)."""
+
+    def rewrite(argv: list[str]) -> list[str]:
+        return [f"--{key}", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
+
+    return rewrite

@@ -21,6 +21,8 @@ from airoad.core.model.loading import LoadError, first_line, safetensors_header,
 RUN_CONFIG = "run_config.yaml"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# the run's data files (run_config.yaml): inputs of every command that reads the run, never written
+RUN_DATA_KEYS = ("dataset_path", "dev_path", "kl_anchor_path")
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Source:
     adapters: Path | None = None
     system_prompt: str | None = None  # the run's system_prompt (run_config.yaml), if any
     dev_path: str | None = None  # the run's dev set (run_config.yaml dev_path), if that file is here
+    data_files: list[tuple[str, str]] = field(default_factory=list)  # (key, path): the run's data
     tokenizer_from: str = ""
     adapter_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -221,6 +224,7 @@ def resolve_source(
         adapters=adir,
         system_prompt=run.get("system_prompt") or None,
         dev_path=dev if dev_here else None,
+        data_files=[(k, run[k]) for k in RUN_DATA_KEYS if isinstance(run.get(k), str) and run[k]],
         tokenizer_from=str(adir) if has_tok else base,
         adapter_config=acfg,
         notes=notes,

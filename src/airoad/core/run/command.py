@@ -182,7 +182,7 @@ def resolve_inputs(cfg: Any, inv: Invocation, cmd: Command) -> tuple[Source | No
         source = resolve_source(base, None, base_flag=f"--{base_key}")
     if source is not None:
         label = source.base_from if source.base_from.startswith("--") else "base"
-        raw += [(label, source.base), ("tokenizer", source.tokenizer_from), ("dev_path", source.dev_path)]
+        raw += [(label, source.base), ("tokenizer", source.tokenizer_from), *source.data_files]
     return source, existing(raw)
 
 
