@@ -72,7 +72,7 @@ def test_a_reply_stopped_from_outside_ends_at_the_next_token_and_the_chat_goes_o
     for piece in r:
         pieces.append(piece)
         r.stop()
-    assert 0 < len(r.ids) < 200 and not r.stopped
+    assert 0 < len(r.ids) < 200 and not r.stopped and r.finish_reason == "cancelled"
     assert len(turns.ids) == turns.cache.get_seq_length()
     nxt = reply(model, tok, [*CHAT, {"role": "assistant", "content": "".join(pieces)}, {"role": "user", "content": "ok"}],
                 Decoding(max_new_tokens=4), turns)  # fmt: skip
@@ -89,3 +89,18 @@ def test_sampling_is_seeded(tiny):
         for s in (1, 1, 2)
     ]
     assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_a_stop_text_ends_the_answer_before_it_and_is_never_sent(tiny):
+    from airoad.core.model.stream import Decoding, held_back, reply
+
+    model, tok = tiny
+    full = reply(model, tok, CHAT, Decoding(max_new_tokens=16))
+    text = "".join(full)
+    assert full.finish_reason in ("stop", "length") and len(text) > 4
+    stop = text[3:5]  # a text the greedy answer is known to contain
+    cut = reply(model, tok, CHAT, Decoding(max_new_tokens=16, stop=("never there", stop)))
+    pieces = list(cut)
+    assert "".join(pieces) == cut.text == text[: text.find(stop)]
+    assert cut.stop_text == stop and cut.finish_reason == "stop"
+    assert held_back("abc <|e", ("<|end|>",)) == 3 and held_back("abc", ("<|end|>",)) == 0

@@ -18,9 +18,10 @@ conversation needs around it:
   :func:`airoad.core.model.generate.decoding_config` (the model's own sampling defaults never slip
   in); ``seed`` seeds sampling for the answer.
 
-Contract: ``answer = "".join(reply)``; after iteration ``reply.ids`` are the answer's token ids
-(without the stop token), ``reply.stopped`` says whether a stop token ended it (False: cut at
-``max_new_tokens`` or stopped from outside), ``reply.prefill_tokens`` how many prompt tokens were
+Contract: ``answer = "".join(reply)`` (= ``reply.text``, cut before the first of ``Decoding.stop``'s
+texts, which ends generation); after iteration ``reply.ids`` are the generated token ids (without
+the stop token), ``reply.stopped`` says whether a stop token ended it, ``reply.finish_reason`` is
+"stop", "length" (``max_new_tokens``) or "cancelled" (:meth:`Reply.stop` from outside), ``reply.prefill_tokens`` how many prompt tokens were
 computed (the rest came from the cache), ``reply.first_token_s`` and ``reply.seconds`` its timing.
 """
 
@@ -47,6 +48,7 @@ class Decoding:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # texts that end the answer (not part of it), as OpenAI's `stop`
 
 
 @dataclass
@@ -132,11 +134,36 @@ class Reply:
         )
         self._model, self._prompt, self._stop = model, prompt, set(stop)
         self._seed = decoding.seed
+        self._stop_texts = tuple(t for t in decoding.stop if t)
         self.ids: list[int] = []
+        self.text = ""
+        self.stop_text: str | None = None  # the stop text that ended the answer
         self.stopped = False
         self.first_token_s: float | None = None
         self.seconds = 0.0
         self._error: BaseException | None = None
+
+    def _cut_at_stop_texts(self, pieces: Iterator[str]) -> Iterator[str]:
+        """The streamed text up to (not including) the first stop text, which stops generation; a
+        tail that could begin a stop text is held back until it cannot. ``self.text``: all of it."""
+        stops = self._stop_texts
+        sent = 0
+        for piece in pieces:
+            self.text += piece
+            hits = [(i, t) for t in stops if (i := self.text.find(t, max(0, sent - len(t)))) >= 0]
+            if hits:
+                at, self.stop_text = min(hits)
+                self.text = self.text[:at]
+                self.stop()
+                if self.text[sent:]:
+                    yield self.text[sent:]
+                return
+            safe = len(self.text) - held_back(self.text, stops)
+            if safe > sent:
+                yield self.text[sent:safe]
+                sent = safe
+        if self.text[sent:]:
+            yield self.text[sent:]
 
     def stop(self) -> None:
         """End generation at the next token (any thread)."""
@@ -159,23 +186,36 @@ class Reply:
             self.turns.reset()  # a cache of unknown length: start the next turn afresh
             self._streamer.end()
 
+    @property
+    def finish_reason(self) -> str:
+        """ "stop" (a stop token or a stop text), "length" (max_new_tokens) or "cancelled"."""
+        if self.stopped or self.stop_text is not None:
+            return "stop"
+        return "cancelled" if self._event.is_set() else "length"
+
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
         worker = threading.Thread(target=self._run, daemon=True)
         worker.start()
+        read_all = False
         try:
-            for piece in self._streamer:
-                if piece and self.first_token_s is None:
+            for piece in self._cut_at_stop_texts(self._streamer):
+                if self.first_token_s is None:
                     self.first_token_s = time.perf_counter() - started
-                if piece:
-                    yield piece
+                yield piece
+            read_all = True
         finally:
-            if worker.is_alive():  # the reader left early (Ctrl-C, a closed connection): stop it
+            if not read_all:  # the reader left early (Ctrl-C, a closed connection): stop generating
                 self.stop()
             worker.join()
             self.seconds = time.perf_counter() - started
         if self._error is not None:
             raise self._error
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of ``text`` could begin a stop text (not safe to send yet)."""
+    return max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
 
 
 def reply(
