@@ -163,29 +163,29 @@ class PairsConfig(Generation):
 
 
 @dataclass
-class ChatConfig:
+class TalkOptions:
+    """What `airoad chat` and `airoad serve` share: the model (one in memory, base and tuned sides)
+    and how it answers by default."""
+
     adapters: str | None = opt(
         None,
-        ADAPTERS_HELP + " The tuned side; `airoad chat RUN_DIR` is the same as --adapters RUN_DIR.",
+        ADAPTERS_HELP
+        + " The tuned side; the first argument is the same as --adapters (`airoad chat RUN_DIR`).",
         io="adapters",
     )
     base_model: str | None = opt(
-        None, BASE_HELP + " Alone (no --adapters): chat with the base model only.", io="base"
-    )
-    side: str = opt(
-        "tuned",
-        "Which side answers first (/base and /tuned switch; base alone: base).",
-        choices=("tuned", "base"),
+        None, BASE_HELP + " Alone (no --adapters): the base model is the only side.", io="base"
     )
     system_prompt: str | None = opt(
-        None, 'System turn of the chat; default: the run\'s system_prompt; "" = the chat template default.'
+        None,
+        'System turn for a chat that has none; default: the run\'s system_prompt; "" = the chat template default.',
     )
     max_new_tokens: int = opt(512, "Most tokens generated per answer.", min=1)
     temperature: float = opt(0.0, "0 = greedy; > 0 samples at this temperature (seeded by --seed).", min=0)
     top_p: float = opt(
         1.0, "With --temperature > 0: sample from the smallest set of tokens holding this mass.", gt=0, max=1
     )
-    seed: int = seed_opt("Seed of sampling: the n-th answer of a session is seeded with seed + n.")
+    seed: int = seed_opt("Seed of sampling: the n-th answer is seeded with seed + n.")
     device: str = opt("auto", "Where to run (auto: cuda > mps > cpu).", choices=DEVICES)
     dtype: str = opt(
         "auto", "Model dtype (auto: bf16 where the hardware runs it fast, else fp32).", choices=DTYPES
@@ -193,9 +193,47 @@ class ChatConfig:
     trust_remote_code: bool = opt(False, "Allow the model repo to run its own Python code (off: safer).")
 
     def validate(self) -> list[str]:
-        problems = []
         if not self.base_model and not self.adapters:
+            return [
+                "give a run dir (the first argument, or --adapters) and/or --base_model (a model to talk to)"
+            ]
+        return []
+
+
+@dataclass
+class ChatConfig(TalkOptions):
+    side: str = opt(
+        "tuned",
+        "Which side answers first (/base and /tuned switch; base alone: base).",
+        choices=("tuned", "base"),
+    )
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass
+class ServeConfig(TalkOptions):
+    host: str = opt(
+        "127.0.0.1", "Address to bind. Loopback by default; any other address requires --api_key."
+    )
+    port: int = opt(8000, "Port to bind (0: any free port, printed at start).", min=0, max=65535)
+    api_key: str | None = opt(
+        None,
+        "Bearer token every API request must carry (Authorization: Bearer KEY); required off loopback.",
+    )
+    queue: int = opt(
+        8, "Requests waiting beside the one being answered; more are refused with HTTP 429.", min=1, max=1024
+    )
+    max_body_kb: int = opt(256, "Largest request body accepted, in KiB (larger: HTTP 400).", min=1, max=65536)
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.host not in LOOPBACK and not self.api_key:
             problems.append(
-                "give a run dir (`airoad chat RUN_DIR`) and/or --base_model (a model to chat with)"
+                f"--host {self.host}: binding beyond this machine needs --api_key KEY (every request then "
+                "carries it as a bearer token); or keep --host 127.0.0.1"
             )
+        if self.api_key is not None and len(self.api_key) < 8:
+            problems.append("--api_key: use at least 8 characters")
         return problems

@@ -121,6 +121,7 @@ class Reply:
         gcfg = decoding_config(decoding.max_new_tokens, decoding.temperature, stop, pad)
         if decoding.temperature > 0 and decoding.top_p < 1.0:
             gcfg.top_p = float(decoding.top_p)
+        gcfg.return_dict_in_generate = True  # in the config, not beside it (transformers 5 warns)
         device = next(model.parameters()).device
         ids = torch.tensor([prompt], dtype=torch.long, device=device)
         self._kwargs = dict(
@@ -130,7 +131,6 @@ class Reply:
             **{cache_kwarg(model): self.turns.cache},
             streamer=self._streamer,
             stopping_criteria=StoppingCriteriaList([_StopFlag(self._event)]),
-            return_dict_in_generate=True,
         )
         self._model, self._prompt, self._stop = model, prompt, set(stop)
         self._seed = decoding.seed
