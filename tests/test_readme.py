@@ -43,6 +43,7 @@ def your_data_commands() -> list[list[str]]:
 def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Each command as the README writes it, from a folder holding the user's file; only the model
     (the tiny one, offline) and the run's length and generation budget are added."""
+    import io
     import json
 
     from conftest import CHAT_ROWS, write_jsonl
@@ -69,10 +70,13 @@ def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_pat
         ("train",): ["--base_model", str(tiny_model_dir), "--epochs", "1", "--eval_every_steps", "1",
                      "--max_seq_len", "128", "--max_minutes", "0", "--kl_anchor_examples", "4"],
         ("compare",): ["--max_new_tokens", "4"],
+        ("chat",): ["--max_new_tokens", "4"],
         ("export", "gguf"): [],
     }  # fmt: skip
     commands = your_data_commands()
-    assert [argv[0] for argv in commands] == ["airoad"] * 5
+    assert [argv[0] for argv in commands] == ["airoad"] * 6
+    # the chat's user: asks, replaces whatever the tiny model said with a fix, saves it as a row
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n/edit Hello.\n/compare\n/save data/more.jsonl\n"))
     for argv in commands:
         key = next(k for k in added if tuple(argv[1 : 1 + len(k)]) == k)
         assert cli([*argv[1:], *added[key]]) == 0, (argv, capsys.readouterr().err)
@@ -88,6 +92,8 @@ def test_your_data_commands_run_in_order_on_a_tiny_model(tiny_model_dir, tmp_pat
     report = json.loads((tmp_path / "reports/my_run/compare.json").read_text())
     assert report["prompts"] == "data/my_dev.jsonl" and report["n_prompts"] == len(dev)
     assert list((tmp_path / "exports/my_run").glob("*.gguf"))
+    saved = json.loads((tmp_path / "data/more.jsonl").read_text())["messages"]  # /save wrote a training row
+    assert saved[-2:] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
 
 
 def test_a_users_training_file_with_the_configs_dev_file_is_named_before_the_run(

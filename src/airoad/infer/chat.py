@@ -106,11 +106,8 @@ class Chat:
     def ask(self, text: str) -> None:
         self.history.append({"role": "user", "content": text})
         answer = self.answer(self.side, self.history, label=self.interactive)
-        if answer.strip():
-            self.history.append({"role": "assistant", "content": answer})
-        else:  # nothing was said (stopped at once): the question is not part of the chat
-            self.history.pop()
-            self.say("(no answer; the question was dropped)")
+        # kept even when empty (a stop token at once, Ctrl-C): /retry or /edit fix it
+        self.history.append({"role": "assistant", "content": answer})
 
     # --- commands -------------------------------------------------------------------------------
 
