@@ -159,3 +159,12 @@ def test_ctrl_c_stops_the_answer_not_the_session(run_dir, tiny_model_dir):
     assert len(session.history[1]["content"]) < 40 * 8
     session.handle("And then?")  # the session goes on, from the same cache
     assert len(session.history) == 4
+
+
+def test_compare_shows_the_chats_own_answer_and_asks_again_after_an_edit(run_dir, monkeypatch, capsys):
+    rc, out, _ = chat(monkeypatch, capsys, run_dir, ["Hi", "/compare", "/edit Mine.", "/compare"])
+    first = out.split("\n\n[base]\n", 1)[0]
+    assert rc == 0 and out.count("[tuned]\n") == 2 and out.count("[base]\n") == 2
+    shown = out.split("[tuned]\n")[1].split("\n\n[base]")[0].rstrip("\n")
+    assert shown == first  # the first /compare shows the answer the chat gave
+    assert "[tuned]\nMine." not in out  # after /edit both sides answer anew; the edit is not a side's

@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # the stream module imports torch: loaded when a chat answers
     from airoad.core.model.stream import Turns
 
 HELP = """commands:
-  /compare       the last question answered by base and tuned, one after the other
+  /compare       the last question answered by base and tuned, one after the other (the
+                 chat's own answer is shown as it was given, the other side answers now)
   /base, /tuned  which side answers from now on
   /system TEXT   set the system turn (/system alone shows it; the chat goes on)
   /reset         forget the conversation
@@ -66,6 +67,7 @@ class Chat:
     history: list[dict[str, str]] = field(default_factory=list)
     caches: dict[str, Turns] = field(default_factory=dict)
     answers: int = 0  # answers generated so far: the n-th is seeded with seed + n
+    answered_by: str | None = None  # the side that wrote the last answer (None: edited, or none yet)
 
     def messages(self, history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
         turns = self.history if history is None else history
@@ -108,6 +110,7 @@ class Chat:
         answer = self.answer(self.side, self.history, label=self.interactive)
         # kept even when empty (a stop token at once, Ctrl-C): /retry or /edit fix it
         self.history.append({"role": "assistant", "content": answer})
+        self.answered_by = self.side
 
     # --- commands -------------------------------------------------------------------------------
 
@@ -127,7 +130,12 @@ class Chat:
         if asked is None:
             return
         for side in self.loaded.sides:
-            self.answer(side, list(asked), label=True)
+            if side == self.answered_by:  # the chat's own answer, shown as it was given
+                self.out.write(f"{side}> " if self.interactive else f"[{side}]\n")
+                self.out.write(self.history[-1]["content"] + ("\n" if self.interactive else "\n\n"))
+                self.out.flush()
+            else:
+                self.answer(side, list(asked), label=True)
 
     def switch(self, side: str) -> None:
         if side not in self.loaded.sides:
@@ -147,6 +155,7 @@ class Chat:
 
     def reset(self, _: str) -> None:
         self.history.clear()
+        self.answered_by = None
         self.say("conversation cleared")
 
     def retry(self, _: str) -> None:
@@ -162,6 +171,7 @@ class Chat:
             self.say("give the new answer: /edit TEXT")
         else:
             self.history[-1]["content"] = text
+            self.answered_by = None  # yours now: /compare asks both sides again
             self.say("last answer replaced")
 
     def save(self, arg: str) -> None:
