@@ -3,9 +3,10 @@ saves on the second turn of a chat.
 
     python bench/serve_bench.py [--model ~/.cache/airoad/real-qwen2.5-0.5b] [--repeat 5] [--max_tokens 128]
 
-Each server is started on a free loopback port with the model alone (no adapter: transformers
-serve takes none), both in the precision they pick by default, and asked the same streamed,
-greedy question ``--repeat`` times after one warm-up. Time to first token (TTFT) is from sending
+Both servers are started on free loopback ports with the model alone (no adapter: transformers
+serve takes none), each in the precision it picks by default, warmed up, and asked the same
+streamed, greedy question ``--repeat`` times, alternating between them one request at a time (so
+drift in the machine's speed falls on both). Time to first token (TTFT) is from sending
 the request to the first content chunk; tokens/s is the answer's tokens (re-tokenized with the
 model's tokenizer, the same count for both) over the time from the first to the last chunk.
 
@@ -81,23 +82,28 @@ def ask(port: int, model: str, messages: list[dict], max_tokens: int) -> tuple[f
     return (first or t0) - t0, (last or t0) - (first or t0), "".join(text)
 
 
-def measure(port: int, model: str, tokenizer, args) -> dict:
+def speed(port: int, model: str, tokenizer, max_tokens: int) -> tuple[float, float, str]:
+    """(ttft s, tokens/s after the first token, answer) of one streamed greedy answer to QUESTION."""
+    ttft, span, answer = ask(port, model, [{"role": "user", "content": QUESTION}], max_tokens)
+    n = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    return ttft, (n - 1) / span if span > 0 else float("nan"), answer
+
+
+def second_turn(port: int, model: str, answer: str, tokenizer, max_tokens: int) -> dict:
+    """TTFT of a chat's second turn sent right after its first (warm) and after an unrelated request
+    (cold); the same messages both times."""
     msgs = [{"role": "user", "content": QUESTION}]
-    ask(port, model, msgs, 8)  # warm-up
-    ttfts, rates, answer = [], [], ""
-    for _ in range(args.repeat):
-        ttft, span, answer = ask(port, model, msgs, args.max_tokens)
-        n = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
-        ttfts.append(ttft)
-        rates.append((n - 1) / span if span > 0 else float("nan"))
     two = [*msgs, {"role": "assistant", "content": answer}, {"role": "user", "content": FOLLOW_UP}]
-    ask(port, model, msgs, args.max_tokens)  # the first turn, as a chat client sends it
+    ask(port, model, msgs, max_tokens)  # the first turn, as a chat client sends it
     warm = ask(port, model, two, 1)[0]
     ask(port, model, [{"role": "user", "content": "Name a colour."}], 1)  # an unrelated request
     cold = ask(port, model, two, 1)[0]
-    prompt_tokens = len(tokenizer.apply_chat_template(two, tokenize=True, add_generation_prompt=True))
-    return {"ttft": statistics.median(ttfts), "tok_s": statistics.median(rates), "answer": answer,
-            "turn2_warm": warm, "turn2_cold": cold, "turn2_tokens": prompt_tokens}  # fmt: skip
+    text = tokenizer.apply_chat_template(two, tokenize=False, add_generation_prompt=True)
+    return {
+        "turn2_warm": warm,
+        "turn2_cold": cold,
+        "turn2_tokens": len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+    }
 
 
 def cpu_flags() -> str:
@@ -123,16 +129,39 @@ def main() -> None:
         "airoad serve": (["airoad", "serve", "--base_model", args.model], "base", str(pick_dtype("cpu", "auto")).replace("torch.", "")),
         "transformers serve": (["transformers", "serve", args.model, "--host", "127.0.0.1"], args.model, "auto (the weights': bfloat16)"),
     }  # fmt: skip
-    rows = {}
-    for name, (argv, model, dtype) in servers.items():
-        port = free_port()
-        proc = start([*argv, "--port", str(port)], port, work / f"{name.split()[0]}.log")
-        try:
-            rows[name] = {**measure(port, model, tokenizer, args), "dtype": dtype}
-        finally:
+    running = {}
+    try:
+        for name, (argv, model, _) in servers.items():  # both up; one request at a time, alternating
+            port = free_port()
+            running[name] = (
+                start([*argv, "--port", str(port)], port, work / f"{name.split()[0]}.log"),
+                port,
+                model,
+            )
+        for _, port, model in running.values():
+            ask(port, model, [{"role": "user", "content": QUESTION}], 8)  # warm-up
+        runs = {name: [] for name in servers}
+        for _ in range(args.repeat):
+            for name, (_, port, model) in running.items():
+                runs[name].append(speed(port, model, tokenizer, args.max_tokens))
+        rows = {}
+        for name, (_, port, model) in running.items():
+            answer = runs[name][-1][2]
+            rows[name] = {
+                "ttft": statistics.median(r[0] for r in runs[name]),
+                "tok_s": statistics.median(r[1] for r in runs[name]),
+                "each": [round(r[1], 1) for r in runs[name]],
+                "answer": answer,
+                "dtype": servers[name][2],
+                **second_turn(port, model, answer, tokenizer, args.max_tokens),
+            }
+    finally:
+        for proc, _, _ in running.values():
             proc.terminate()
             proc.wait(timeout=60)
-    same = rows["airoad serve"]["answer"] == rows["transformers serve"]["answer"]
+    a, b = rows["airoad serve"]["answer"], rows["transformers serve"]["answer"]
+    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    same = f"{a == b} (the first {shared} characters agree)"
     cpu = platform.processor() or "cpu"
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, CPU flags: {cpu_flags()} ({cpu}); model {args.model}"
@@ -140,12 +169,12 @@ def main() -> None:
     print(f"Command: `python bench/serve_bench.py --repeat {args.repeat} --max_tokens {args.max_tokens}`; "
           f"greedy answers identical: {same}\n")  # fmt: skip
     print(
-        "| server | precision | TTFT s (median) | tokens/s (median) | x transformers | turn 2 TTFT warm s | turn 2 TTFT cold s | turn 2 prompt tokens |"
+        "| server | precision | TTFT s (median) | tokens/s (median; each run) | x transformers | turn 2 TTFT warm s | turn 2 TTFT cold s | turn 2 prompt tokens |"
     )
     print("|---|---|---|---|---|---|---|---|")
     ref = rows["transformers serve"]["tok_s"]
     for name, r in rows.items():
-        print(f"| {name} | {r['dtype']} | {r['ttft']:.2f} | {r['tok_s']:.1f} | {r['tok_s'] / ref:.2f} | "
+        print(f"| {name} | {r['dtype']} | {r['ttft']:.2f} | {r['tok_s']:.1f} ({', '.join(map(str, r['each']))}) | {r['tok_s'] / ref:.2f} | "
               f"{r['turn2_warm']:.2f} | {r['turn2_cold']:.2f} | {r['turn2_tokens']} |")  # fmt: skip
 
 

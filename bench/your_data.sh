@@ -38,9 +38,17 @@ t airoad data stats my_chats.jsonl --base_model "$MODEL"
 [ -e reports/dev.json ] || t airoad eval --adapters outputs/my_run --expect "$EXPECT" --out reports/dev.json --batch_size 16
 [ -e reports/test32.json ] || t airoad eval --adapters outputs/my_run --prompts test32.jsonl --expect "$EXPECT" --out reports/test32.json --batch_size 16
 python - <<'PY'
-import json
-for name in ("dev", "test32"):
+import json, re
+def number(text):  # the '#### N' answer, else the last number written (the base writes no '####')
+    m = re.search(r"####\s*(-?[\d,.]+)", text) or list(re.finditer(r"-?\d[\d,]*\.?\d*", text))[-1:] or [None]
+    m = m if not isinstance(m, list) else m[0]
+    return m and m.group(m.lastindex or 0).replace(",", "").rstrip(".")
+for name, data in (("dev", "data/my_dev.jsonl"), ("test32", "test32.jsonl")):
+    refs = {r["messages"][0]["content"]: number(r["messages"][-1]["content"])
+            for r in map(json.loads, open(data))}
     r = json.load(open(f"reports/{name}.json"))
-    print(name, {side: {k: r["summary"][side].get(k) for k in ("n", "pct_expect")} for side in r["summary"]},
-          "drift", r.get("drift"))
+    for side in r["summary"]:
+        right = sum(number(s[side]["answer"]) == refs[s["prompt"]] for s in r["samples"])
+        print(f"{name} {side}: pct_expect {r['summary'][side].get('pct_expect')}, final answer right "
+              f"{right}/{len(r['samples'])}", "" if side == "base" else f"drift {r.get('drift'):.3f}")
 PY

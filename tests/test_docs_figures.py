@@ -87,3 +87,20 @@ def test_the_readme_quotes_the_teacher_caches_measured_error():
     text = (REPO / "docs/teacher_cache.md").read_text()
     ratio = float(re.search(r"\| 64 \(default\) \| ([0-9.]+) \|", text).group(1))
     assert f"({(1 - ratio) * 100:.1f} % of the KL at k = 64 on the real model)" in flat("README.md")
+
+
+def test_the_readme_quotes_the_serving_table():
+    rows, _ = table("bench-serve")
+    ours, theirs = rows["airoad serve"], rows["transformers serve"]
+    t_ours, t_theirs = float(ours["TTFT s (median)#0"]), float(theirs["TTFT s (median)#0"])
+    speed = ours["x transformers#0"]
+    warm, cold = float(ours["turn 2 TTFT warm s#0"]), float(ours["turn 2 TTFT cold s#0"])
+    text = flat("README.md")
+    assert f"the first token {t_theirs / t_ours:.1f}x sooner ({t_ours:.2f} against {t_theirs:.2f} s)" in text
+    rate = f"{tokens_per_s(ours['tokens/s (median; each run)#0'])} against {tokens_per_s(theirs['tokens/s (median; each run)#0'])} tokens/s"
+    assert f"({speed}x, {rate})" in text
+    assert (
+        f"{cold / warm:.1f}x sooner with its history served from the cache ({warm:.2f} against {cold:.2f} s;"
+        in text
+    )
+    assert f"recomputes it: {float(theirs['turn 2 TTFT warm s#0']):.2f} s)" in text

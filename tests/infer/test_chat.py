@@ -168,3 +168,56 @@ def test_compare_shows_the_chats_own_answer_and_asks_again_after_an_edit(run_dir
     shown = out.split("[tuned]\n")[1].split("\n\n[base]")[0].rstrip("\n")
     assert shown == first  # the first /compare shows the answer the chat gave
     assert "[tuned]\nMine." not in out  # after /edit both sides answer anew; the edit is not a side's
+
+
+def test_on_a_terminal_it_prompts_labels_answers_and_ctrl_d_leaves(run_dir):
+    """Through a pseudo-terminal, as a user types: the prompt, a labelled streamed answer, /compare,
+    Ctrl-C at the prompt (the chat goes on), then Ctrl-D: exit 0. Every read is bounded."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airoad", "chat", str(run_dir), "--max_new_tokens", "4"],
+        stdin=sub, stdout=sub, stderr=sub, env={**os.environ, "HF_HUB_OFFLINE": "1"}, close_fds=True,
+    )  # fmt: skip
+    os.close(sub)
+    seen = b""
+
+    def until(text: bytes, timeout: float = 90) -> None:
+        nonlocal seen
+        deadline = time.time() + timeout
+        while text not in seen:
+            left = deadline - time.time()
+            assert left > 0, seen.decode(errors="replace")
+            if select.select([main], [], [], left)[0]:
+                try:
+                    seen += os.read(main, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+        assert text in seen, seen.decode(errors="replace")
+        seen = seen[seen.index(text) + len(text) :]
+
+    try:
+        until(b"/help lists the commands")
+        until(b"you> ")
+        os.write(main, b"Hi\r")
+        until(b"tuned> ")
+        until(b"you> ")
+        os.write(main, b"/compare\r")
+        until(b"base> ")
+        until(b"you> ")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt: a hint, not an exit
+        until(b"(Ctrl-D or /exit leaves)")
+        os.write(main, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(main)
