@@ -187,20 +187,24 @@ def test_on_a_terminal_it_prompts_labels_answers_and_ctrl_d_leaves(run_dir):
         stdin=sub, stdout=sub, stderr=sub, env={**os.environ, "HF_HUB_OFFLINE": "1"}, close_fds=True,
     )  # fmt: skip
     os.close(sub)
-    seen = b""
+    seen, transcript = b"", b""
 
-    def until(text: bytes, timeout: float = 90) -> None:
-        nonlocal seen
+    def until(text: bytes, timeout: float = 150) -> None:
+        nonlocal seen, transcript
         deadline = time.time() + timeout
         while text not in seen:
             left = deadline - time.time()
-            assert left > 0, seen.decode(errors="replace")
+            if left <= 0:
+                break
             if select.select([main], [], [], left)[0]:
                 try:
-                    seen += os.read(main, 4096)
+                    got = os.read(main, 4096)
                 except OSError:  # the child closed the terminal
                     break
-        assert text in seen, seen.decode(errors="replace")
+                seen, transcript = seen + got, transcript + got
+        assert text in seen, (
+            f"waited for {text!r}; the terminal showed:\n{transcript.decode(errors='replace')}"
+        )
         seen = seen[seen.index(text) + len(text) :]
 
     try:
@@ -212,6 +216,7 @@ def test_on_a_terminal_it_prompts_labels_answers_and_ctrl_d_leaves(run_dir):
         os.write(main, b"/compare\r")
         until(b"base> ")
         until(b"you> ")
+        time.sleep(0.3)  # the prompt is written just before input() blocks on the terminal
         proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt: a hint, not an exit
         until(b"(Ctrl-D or /exit leaves)")
         os.write(main, b"\x04")  # Ctrl-D
