@@ -59,10 +59,10 @@ def test_a_piped_chat_answers_compares_and_saves_a_training_row(run_dir, tmp_pat
     assert f"saved the conversation (2 turns) as a row of {saved}" in err
     assert cli(["data", "stats", str(saved), "--base_model", "none"]) == 0  # a training row
     # a second session appends to the file it wrote, the first row kept
-    rc, out, err = chat(monkeypatch, capsys, run_dir, ["Hi", "/edit Hello there.", f"/save {saved}"])
+    rc, out, err = chat(monkeypatch, capsys, run_dir, ["Hi", "/edit Hello there.\\nBye.", f"/save {saved}"])
     rows = [json.loads(x) for x in saved.read_text().splitlines()]
     assert rc == 0 and len(rows) == 2 and rows[0] == row
-    assert rows[1]["messages"][-1] == {"role": "assistant", "content": "Hello there."}
+    assert rows[1]["messages"][-1] == {"role": "assistant", "content": "Hello there.\nBye."}  # \n typed
 
 
 def test_save_refuses_inputs_the_run_dir_and_files_that_are_not_training_rows(

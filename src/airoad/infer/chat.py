@@ -46,7 +46,7 @@ HELP = """commands:
   /system TEXT   set the system turn (/system alone shows it; the chat goes on)
   /reset         forget the conversation
   /retry         answer the last question again (sampling: a new seed)
-  /edit TEXT     replace the last answer with TEXT (then /save it as a training row)
+  /edit TEXT     replace the last answer with TEXT, \n for a line break (then /save it)
   /save FILE     append the conversation to FILE as one ChatML training row
   /help          this list
   /exit          leave (Ctrl-D too); Ctrl-C stops an answer being written"""
@@ -170,7 +170,7 @@ class Chat:
         elif not text.strip():
             self.say("give the new answer: /edit TEXT")
         else:
-            self.history[-1]["content"] = text
+            self.history[-1]["content"] = text.replace("\\n", "\n")  # a typed \n is a line break
             self.answered_by = None  # yours now: /compare asks both sides again
             self.say("last answer replaced")
 
