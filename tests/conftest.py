@@ -69,6 +69,7 @@ def bf16_native() -> bool:
 # core idle at the end. The rest keep their collection order. A stale list costs time, not tests.
 LONGEST_FIRST = (
     "export/test_gguf.py",
+    "export/test_mlx.py",
     "pref/test_pref.py",
     "infer/test_merge_compare_eval.py",
     "export/test_coreml.py",

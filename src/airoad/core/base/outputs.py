@@ -171,6 +171,7 @@ WRITER_KINDS = {
     "airoad merge": "a merged checkpoint",
     "airoad export gguf": "a GGUF export",
     "airoad export coreml": "a Core ML export",
+    "airoad export mlx": "an MLX export",
 }
 
 
