@@ -277,9 +277,11 @@ RUN_SYSTEM = "You are terse."
 ADAPTER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_adapter_run(base_dir: Path, out: Path, dora: bool, seed: int = 1) -> Path:
-    """An airoad-like run dir: a LoRA/DoRA adapter with random non-zero lora_B (so it moves the
-    logits) saved by peft, and a run_config.yaml naming the base and the system prompt."""
+def make_adapter_run(
+    base_dir: Path, out: Path, dora: bool, seed: int = 1, targets: list[str] = ADAPTER_TARGETS
+) -> Path:
+    """An airoad-like run dir: a LoRA/DoRA adapter on ``targets`` with random non-zero lora_B (so it
+    moves the logits) saved by peft, and a run_config.yaml naming the base and the system prompt."""
     import torch
     import yaml
     from peft import LoraConfig, get_peft_model
@@ -287,7 +289,7 @@ def make_adapter_run(base_dir: Path, out: Path, dora: bool, seed: int = 1) -> Pa
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=ADAPTER_TARGETS, use_dora=dora)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, use_dora=dora)
     peft_model = get_peft_model(model, cfg)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():

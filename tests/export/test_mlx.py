@@ -9,8 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import RUN_SYSTEM
+from conftest import RUN_SYSTEM, make_adapter_run
 
 from airoad.cli import main as cli
 
@@ -35,22 +34,8 @@ def base(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def adapter_run(base: Path, out: Path, targets: list[str], dora: bool) -> Path:
-    """A run dir: a PEFT adapter with random lora_B (it moves the logits) and a run_config.yaml."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(3)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, use_dora=dora))
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(out, safe_serialization=True)
-    (out / "run_config.yaml").write_text(
-        yaml.safe_dump({"base_model": str(base), "system_prompt": RUN_SYSTEM})
-    )
-    return out
+    """A run dir with an adapter on ``targets`` that moves the logits (conftest's, seeded 3)."""
+    return make_adapter_run(base, out, dora, seed=3, targets=targets)
 
 
 def errors(capsys) -> list[str]:

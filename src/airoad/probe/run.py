@@ -82,7 +82,6 @@ class Plan:
 
     cfg: ProbeConfig
     argv: list[str]  # the probe's own arguments, for the report's first command
-    train_yaml: str
     train_argv: list[str]  # `airoad train ...` without the program name
     out: Path
 
@@ -180,7 +179,7 @@ def make_plan(cfg: ProbeConfig, argv: list[str]) -> Plan:
         if path:
             problems += problems_of(load_prompts, path, n, cfg.seed)  # now, not after training
     train_argv = ["train", "--config", cfg.config, *train_flags(overrides)]
-    plan = Plan(cfg, list(argv), cfg.config, train_argv, out or Path())
+    plan = Plan(cfg, list(argv), train_argv, out or Path())
     if out is not None:
         problems += foreign_probe_files(out, plan.writes())
     if problems:

@@ -114,7 +114,6 @@ class Reply:
         self.prefill_tokens = len(prompt) - reused
         self.prompt_tokens = len(prompt)
         self._event = threading.Event()
-        self._tokenizer = tokenizer
         self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = stop_ids(tokenizer, model)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
